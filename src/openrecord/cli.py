@@ -1,0 +1,142 @@
+"""The `openrecord` command: serve, import, demo."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from platformdirs import user_data_dir
+
+__all__ = ["default_database", "main"]
+
+
+def default_database() -> str:
+    """`sqlite:///…/openrecord.sqlite` in the user's data directory."""
+    folder = Path(os.environ.get("OPENRECORD_HOME") or user_data_dir("openrecord"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'openrecord.sqlite'}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="openrecord", description="openrecord: a self-hostable FHIR R4 health-data server."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_database(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--database",
+            default=os.environ.get("OPENRECORD_DATABASE"),
+            metavar="URL",
+            help="sqlite:///PATH or postgresql://… (default: a SQLite file in your data folder)",
+        )
+
+    serve = sub.add_parser("serve", help="run the FHIR server (base URL /fhir)")
+    with_database(serve)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--open",
+        action="store_true",
+        help="no authorization (development only); currently every server is open",
+    )
+    serve.add_argument("--log-level", default="info")
+
+    imp = sub.add_parser("import", help="import FHIR JSON, NDJSON or Bundles (files or folders)")
+    with_database(imp)
+    imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    imp.add_argument("--quiet", action="store_true", help="no progress output")
+
+    demo = sub.add_parser("demo", help="load a bundled set of synthetic patients")
+    with_database(demo)
+
+    args = parser.parse_args(argv)
+    database = args.database or default_database()
+    if args.command == "serve":
+        return serve_command(args, database)
+    if args.command == "import":
+        return import_command(database, args.paths, quiet=args.quiet)
+    if args.command == "demo":
+        from openrecord.demo import demo_files
+
+        return import_command(database, demo_files(), quiet=False)
+    return 2
+
+
+def serve_command(args: argparse.Namespace, database: str) -> int:
+    import uvicorn
+
+    from openrecord.store import open_store
+
+    # Open once here so migrations run before the workers start.
+    open_store(database).close()
+    os.environ["OPENRECORD_DATABASE"] = database
+    print(
+        f"openrecord: FHIR R4 at http://{args.host}:{args.port}/fhir (database {redact(database)})",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        "openrecord.server.asgi:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=False,
+    )
+    return 0
+
+
+def import_command(database: str, paths: Sequence[Path], *, quiet: bool) -> int:
+    from openrecord.importer import Importer
+    from openrecord.service.records import RecordService
+    from openrecord.store import open_store
+
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        print(f"openrecord: not found: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    store = open_store(database)
+    done = 0
+    started = time.perf_counter()
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        if not quiet:
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            print(f"\r  {done:>9,} resources  {rate:>8,.0f}/s", end="", file=sys.stderr)
+
+    try:
+        report = Importer(RecordService(store), progress=progress).import_paths(paths)
+    finally:
+        store.close()
+    elapsed = time.perf_counter() - started
+    if not quiet:
+        print(file=sys.stderr)
+    print(
+        f"imported {report.resources:,} resources from {report.files} file(s) in {elapsed:.1f} s"
+        f" into {redact(database)}; {len(report.errors)} error(s)"
+    )
+    for error in report.errors:
+        print(f"  error: {error}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def redact(url: str) -> str:
+    """The database URL without its password, for messages."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Typed search-index values, as extracted from a resource for one search parameter.
+
+These are the rows the store writes into its typed index tables and the search
+planner queries. Dates are ranges in microseconds since the Unix epoch (UTC),
+inclusive at both ends; numbers and quantities carry the implicit range of their
+significant figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "CompositeValue",
+    "DateValue",
+    "IndexEntry",
+    "NumberValue",
+    "QuantityValue",
+    "ReferenceValue",
+    "SearchValue",
+    "StringValue",
+    "TokenValue",
+    "UriValue",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenValue:
+    system: str | None
+    code: str | None
+    text: str | None = None  # display / CodeableConcept.text, for :text
+
+
+@dataclass(frozen=True, slots=True)
+class StringValue:
+    value: str  # as written
+    normalized: str  # casefolded, accents removed, whitespace collapsed
+
+
+@dataclass(frozen=True, slots=True)
+class DateValue:
+    low: int  # microseconds since epoch, UTC, inclusive
+    high: int  # inclusive
+
+
+@dataclass(frozen=True, slots=True)
+class NumberValue:
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityValue:
+    value: float
+    low: float
+    high: float
+    system: str | None
+    code: str | None
+    unit: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue:
+    """A reference: local (`type`/`id`), absolute or canonical (`url`, with `version`)."""
+
+    type: str | None
+    id: str | None
+    url: str | None = None
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UriValue:
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompositeValue:
+    components: tuple[SearchValue, ...]
+
+
+SearchValue = (
+    TokenValue
+    | StringValue
+    | DateValue
+    | NumberValue
+    | QuantityValue
+    | ReferenceValue
+    | UriValue
+    | CompositeValue
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    """One value of one search parameter (by its `code`, e.g. "subject") for one resource."""
+
+    param: str
+    value: SearchValue

@@ -1,0 +1,78 @@
+"""The ASGI application: the FHIR API mounted at its base, plus a health check."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, tzinfo
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from openrecord.fhir.definitions import definitions
+from openrecord.server.rest import FHIRApi, RestConfig
+from openrecord.service.records import RecordService
+from openrecord.store import open_store
+from openrecord.store.base import Store
+
+__all__ = ["Application", "ServerConfig", "create_app"]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    database: str
+    base_path: str = "/fhir"
+    max_body_bytes: int = 64 * 1024 * 1024
+    tz: tzinfo = UTC
+
+
+def create_app(config: ServerConfig, store: Store | None = None) -> Application:
+    """Build the application; the store is opened here (per worker process)."""
+    store = store or open_store(config.database)
+    records = RecordService(store, defs=definitions(), tz=config.tz)
+    api = FHIRApi(
+        records,
+        RestConfig(
+            base_path=config.base_path,
+            max_body_bytes=config.max_body_bytes,
+            inline_reads=bool(getattr(store, "inline_reads", False)),
+        ),
+    )
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def root(request: Request) -> Response:
+        return RedirectResponse(f"{config.base_path}/metadata")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    app = Starlette(routes=[Route("/", root), Route("/healthz", health)], lifespan=lifespan)
+    return Application(api, app, config.base_path)
+
+
+class Application:
+    """The FHIR base (`POST /fhir` included) goes to the FHIR API; the rest to Starlette."""
+
+    def __init__(self, api: FHIRApi, other: Starlette, base_path: str) -> None:
+        self.api = api
+        self.other = other
+        self.base = base_path.rstrip("/")
+
+    @property
+    def records(self) -> RecordService:
+        return self.api.records
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == self.base or path.startswith(self.base + "/")):
+            await self.api(scope, receive, send)
+        else:
+            await self.other(scope, receive, send)

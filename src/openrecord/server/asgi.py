@@ -1,0 +1,21 @@
+"""Entry point for ASGI servers: `uvicorn --factory openrecord.server.asgi:app_from_env`.
+
+Worker processes each build their own app (and store connections) from the
+environment that `openrecord serve` sets.
+"""
+
+from __future__ import annotations
+
+import os
+
+from openrecord.server.app import Application, ServerConfig, create_app
+
+__all__ = ["app_from_env"]
+
+
+def app_from_env() -> Application:
+    database = os.environ.get("OPENRECORD_DATABASE")
+    if not database:
+        raise RuntimeError("OPENRECORD_DATABASE is not set")
+    max_body = int(os.environ.get("OPENRECORD_MAX_BODY_BYTES", 64 * 1024 * 1024))
+    return create_app(ServerConfig(database=database, max_body_bytes=max_body))

@@ -1,0 +1,85 @@
+"""The CapabilityStatement at /metadata, built from what this server actually runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from openrecord import __version__
+from openrecord.fhir.definitions import Definitions
+
+__all__ = ["SEARCHABLE_KINDS", "capability_statement"]
+
+# Parameter types the store's search answers today; composite and special come later.
+SEARCHABLE_KINDS = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
+_TYPE_INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
+_DOCS = {
+    "Resource-id": "Logical id of the resource",
+    "Resource-lastUpdated": "When the resource version last changed",
+}
+
+
+def capability_statement(defs: Definitions, base_url: str, software_date: str) -> dict[str, Any]:
+    resources = []
+    for type_name in sorted(defs.resource_types):
+        params = []
+        for code, sp in sorted(defs.search_params.get(type_name, {}).items()):
+            if sp.type not in SEARCHABLE_KINDS or not sp.expression:
+                continue
+            params.append({"name": code, "definition": sp.url, "type": sp.type})
+        resources.append(
+            {
+                "type": type_name,
+                "profile": f"http://hl7.org/fhir/StructureDefinition/{type_name}",
+                "interaction": [{"code": c} for c in _TYPE_INTERACTIONS],
+                "versioning": "versioned-update",
+                "readHistory": True,
+                "updateCreate": True,
+                "conditionalCreate": True,
+                "conditionalRead": "full-support",
+                "conditionalUpdate": True,
+                "conditionalDelete": "single",
+                "searchParam": params,
+                "operation": [
+                    {
+                        "name": "validate",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                    }
+                ],
+            }
+        )
+    return {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": software_date,
+        "publisher": "openrecord",
+        "kind": "instance",
+        "software": {"name": "openrecord", "version": __version__},
+        "implementation": {"description": "openrecord FHIR R4 server", "url": base_url},
+        "fhirVersion": defs.fhir_version,
+        "format": ["application/fhir+json", "json"],
+        "patchFormat": ["application/json-patch+json", "application/fhir+json"],
+        "rest": [
+            {
+                "mode": "server",
+                "security": {
+                    "description": "No authorization: this server runs in open (development) mode."
+                },
+                "resource": resources,
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
+            }
+        ],
+    }

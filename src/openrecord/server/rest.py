@@ -1,0 +1,448 @@
+"""The FHIR REST API (http.html): URL grammar, interactions, headers.
+
+Every interaction calls the record service; this module only translates HTTP to
+service calls and results back to HTTP.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from openrecord.fhir.outcome import FHIRError, Issue, operation_outcome
+from openrecord.fhir.summary import SUMMARY_MODES, select_elements, summarize
+from openrecord.server.bundling import history_bundle, searchset
+from openrecord.server.capability import capability_statement
+from openrecord.server.http import (
+    fhir_response,
+    negotiate,
+    outcome_response,
+    prefer,
+    read_body,
+    read_json_body,
+    wants_pretty,
+)
+from openrecord.service.bundles import BundleProcessor, EntryUrl
+from openrecord.service.clock import from_http_date, http_date, instant, now_micros, parse_instant
+from openrecord.service.context import SecurityContext
+from openrecord.service.records import RecordService, WriteResult
+from openrecord.store.base import StoredVersion
+
+__all__ = ["FHIRApi", "RestConfig"]
+
+log = logging.getLogger("openrecord.server")
+T = TypeVar("T")
+
+_PATCH_JSON = ("application/json-patch+json",)
+_PATCH_FHIRPATH = ("application/fhir+json", "application/json")
+_MAX_COUNT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RestConfig:
+    base_path: str = "/fhir"
+    max_body_bytes: int = 64 * 1024 * 1024
+    inline_reads: bool = False  # answer reads on the event loop (cheap local stores)
+
+
+class FHIRApi:
+    """ASGI app for everything under the FHIR base."""
+
+    def __init__(self, records: RecordService, config: RestConfig) -> None:
+        self.records = records
+        self.config = config
+        self.defs = records.defs
+        self.bundles = BundleProcessor(records, self.bundle_read)
+        self.started = instant(now_micros())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            negotiate(request)
+            response = await self.dispatch(request)
+        except FHIRError as err:
+            response = outcome_response(
+                err.status, err.issues, err.headers, pretty=wants_pretty(request)
+            )
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, scope.get("path", ""))
+            response = outcome_response(
+                500, [Issue("exception", "internal server error", severity="fatal")]
+            )
+        await response(scope, receive, send)
+
+    # -- routing -------------------------------------------------------------------------
+
+    async def dispatch(self, request: Request) -> Response:
+        path = request.url.path[len(self.config.base_path) :]
+        parts = [unquote(p) for p in path.split("/") if p]
+        method = request.method
+        ctx = SecurityContext.open()
+        n = len(parts)
+        if n == 0:
+            if method == "POST":
+                return await self.bundle(request, ctx)
+            if method == "GET":
+                return await self.search(request, ctx, None)
+        elif parts[0] == "metadata" and n == 1:
+            if method == "GET":
+                return self.metadata(request)
+        elif parts[0] == "_history" and n == 1:
+            if method == "GET":
+                return await self.history(request, ctx, None, None)
+        elif parts[0].startswith("$"):
+            raise FHIRError.of(404, "not-supported", f"operation {parts[0]} is not supported")
+        else:
+            type = parts[0]
+            self.records.require_type(type)
+            if n == 1:
+                return await self.type_level(request, ctx, type)
+            second = parts[1]
+            if n == 2 and second == "_search" and method == "POST":
+                return await self.search(request, ctx, type)
+            if n == 2 and second == "_history" and method == "GET":
+                return await self.history(request, ctx, type, None)
+            if n == 2 and second == "$validate" and method == "POST":
+                return await self.validate(request, ctx, type, None)
+            if n == 2 and not second.startswith(("_", "$")):
+                return await self.instance_level(request, ctx, type, second)
+            if n == 3 and parts[2] == "_history" and method == "GET":
+                return await self.history(request, ctx, type, second)
+            if n == 3 and parts[2] == "$validate" and method == "POST":
+                return await self.validate(request, ctx, type, second)
+            if n == 4 and parts[2] == "_history" and method == "GET":
+                return await self.read(request, ctx, type, second, parts[3])
+            if n == 3 and parts[2].startswith("$"):
+                raise FHIRError.of(404, "not-supported", f"operation {parts[2]} is not supported")
+            if n == 3:
+                raise FHIRError.of(404, "not-supported", "compartment search is not supported yet")
+            if n <= 4:
+                raise FHIRError(405, [Issue("not-supported", f"{method} is not allowed here")])
+            raise FHIRError.of(404, "not-found", f"no such endpoint: {request.url.path}")
+        raise FHIRError(405, [Issue("not-supported", f"{method} is not allowed on this URL")])
+
+    async def type_level(self, request: Request, ctx: SecurityContext, type: str) -> Response:
+        method = request.method
+        if method == "GET":
+            return await self.search(request, ctx, type)
+        if method == "POST":
+            body = await read_json_body(request, self.config.max_body_bytes)
+            result = await self.blocking(
+                self.records.create,
+                ctx,
+                type,
+                body,
+                if_none_exist=request.headers.get("if-none-exist"),
+            )
+            return self.write_response(request, result)
+        criteria = request.url.query
+        if method == "PUT":
+            if not criteria:
+                raise FHIRError.of(400, "required", "PUT on a type needs search criteria")
+            body = await read_json_body(request, self.config.max_body_bytes)
+            result = await self.blocking(
+                self.records.conditional_update,
+                ctx,
+                type,
+                criteria,
+                body,
+                if_match=request.headers.get("if-match"),
+            )
+            return self.write_response(request, result)
+        if method == "DELETE":
+            if not criteria:
+                raise FHIRError.of(400, "required", "DELETE on a type needs search criteria")
+            deleted = await self.blocking(self.records.conditional_delete, ctx, type, criteria)
+            return self.delete_response(deleted)
+        raise FHIRError(405, [Issue("not-supported", f"{method} is not allowed on a type")])
+
+    async def instance_level(
+        self, request: Request, ctx: SecurityContext, type: str, id: str
+    ) -> Response:
+        method = request.method
+        if method in ("GET", "HEAD"):
+            return await self.read(request, ctx, type, id, None)
+        if_match = request.headers.get("if-match")
+        if method == "PUT":
+            body = await read_json_body(request, self.config.max_body_bytes)
+            result = await self.blocking(
+                self.records.update, ctx, type, id, body, if_match=if_match
+            )
+            return self.write_response(request, result)
+        if method == "PATCH":
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            fhirpath = ctype in _PATCH_FHIRPATH
+            accepted = _PATCH_FHIRPATH if fhirpath else _PATCH_JSON
+            doc = await read_json_body(request, self.config.max_body_bytes, accepted)
+            result = await self.blocking(
+                self.records.patch, ctx, type, id, doc, fhirpath=fhirpath, if_match=if_match
+            )
+            return self.write_response(request, result)
+        if method == "DELETE":
+            deleted = await self.blocking(self.records.delete, ctx, type, id, if_match=if_match)
+            return self.delete_response(deleted)
+        raise FHIRError(405, [Issue("not-supported", f"{method} is not allowed on a resource")])
+
+    # -- interactions --------------------------------------------------------------------
+
+    async def read(
+        self, request: Request, ctx: SecurityContext, type: str, id: str, version: str | None
+    ) -> Response:
+        if version is None:
+            call = partial(self.records.read, ctx, type, id)
+        else:
+            call = partial(self.records.vread, ctx, type, id, version)
+        found: StoredVersion = call() if self.config.inline_reads else await run_in_threadpool(call)
+        headers = version_headers(found)
+        if version is None and not_modified(request, found):
+            return Response(status_code=304, headers=headers)
+        assert found.data is not None
+        return fhir_response(
+            self.shaped(request, found.data), headers=headers, pretty=wants_pretty(request)
+        )
+
+    def shaped(self, request: Request, data: bytes) -> bytes | dict[str, Any]:
+        """The stored body, or its `_summary` / `_elements` subset."""
+        summary = request.query_params.get("_summary")
+        elements = request.query_params.get("_elements")
+        if summary is None and elements is None:
+            return data
+        resource = orjson.loads(data)
+        if summary is not None:
+            if summary not in SUMMARY_MODES or summary == "count":
+                raise FHIRError.of(
+                    400, "invalid", f"_summary={summary!r} is not valid here", "_summary"
+                )
+            return summarize(resource, summary, self.defs)
+        assert elements is not None
+        return select_elements(resource, elements.split(","), self.defs)
+
+    async def search(self, request: Request, ctx: SecurityContext, type: str | None) -> Response:
+        params = list(request.query_params.multi_items())
+        if request.method == "POST":
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype != "application/x-www-form-urlencoded":
+                raise FHIRError.of(415, "not-supported", "_search needs a form-encoded body")
+            body = await read_body(request, self.config.max_body_bytes)
+            params += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+        result = await self.blocking(self.records.search, ctx, type, params)
+        parsed = result.parsed
+        strict = prefer(request).get("handling") == "strict"
+        if parsed.unknown and strict:
+            raise FHIRError.of(
+                400, "not-supported", f"unknown search parameter(s): {', '.join(parsed.unknown)}"
+            )
+        warnings = [
+            Issue(
+                "not-supported",
+                f"search parameter {name!r} is not supported and was ignored",
+                severity="warning",
+            )
+            for name in parsed.unknown
+        ]
+        summary = parsed.summary
+        resources = [] if summary == "count" else result.resources
+        bodies = [self.entry_body(r.data, summary, parsed.elements) for r in resources if r.data]
+        base = self.base_url(request)
+        bundle = searchset(
+            base=base,
+            self_url=f"{base}/{type}" if type else base,
+            params=[(k, v) for k, v in params if k != "_offset"],
+            resources=resources,
+            bodies=bodies,
+            total=result.total,
+            offset=parsed.query.offset,
+            count=parsed.query.count,
+            has_more=result.has_more and summary != "count",
+            warnings=warnings,
+        )
+        return fhir_response(bundle, pretty=wants_pretty(request))
+
+    def entry_body(
+        self, data: bytes | None, summary: str | None, elements: list[str] | None
+    ) -> bytes:
+        assert data is not None
+        if summary in (None, "false") and not elements:
+            return data
+        resource = orjson.loads(data)
+        if summary not in (None, "false", "count"):
+            resource = summarize(resource, summary, self.defs)
+        if elements:
+            resource = select_elements(resource, elements, self.defs)
+        return orjson.dumps(resource)
+
+    async def history(
+        self, request: Request, ctx: SecurityContext, type: str | None, id: str | None
+    ) -> Response:
+        params = list(request.query_params.multi_items())
+        q = request.query_params
+        count = bounded_int(q.get("_count"), "_count", 20, 0, _MAX_COUNT)
+        offset = bounded_int(q.get("_offset"), "_offset", 0, 0, 10**9)
+        until = bounded_int(q.get("_until"), "_until", 0, 0, 2**62) or None
+        since = time_param(q.get("_since"), "_since")
+        at = time_param(q.get("_at"), "_at")
+        page = await self.blocking(
+            self.records.history,
+            ctx,
+            type,
+            id,
+            since=since,
+            at=at,
+            until=until,
+            count=count,
+            offset=offset,
+        )
+        base = self.base_url(request)
+        self_url = "/".join(p for p in (base, type, id, "_history") if p)
+        bundle = history_bundle(
+            base=base,
+            self_url=self_url,
+            params=[(k, v) for k, v in params if k != "_offset"],
+            page=page,
+            offset=offset,
+            count=count,
+        )
+        return fhir_response(bundle, pretty=wants_pretty(request))
+
+    async def bundle(self, request: Request, ctx: SecurityContext) -> Response:
+        body = await read_json_body(request, self.config.max_body_bytes)
+        representation = prefer(request).get("return") == "representation"
+        result = await self.blocking(
+            self.bundles.process, ctx, body, return_resources=representation
+        )
+        return fhir_response(result, pretty=wants_pretty(request))
+
+    def bundle_read(self, ctx: SecurityContext, url: str, entry: EntryUrl) -> tuple[int, Any]:
+        """GET entries of a batch/transaction: read, vread or search (runs in a worker)."""
+        if entry.id is not None and entry.query is None:
+            if entry.version is not None:
+                found = self.records.vread(ctx, entry.type, entry.id, entry.version)
+            else:
+                found = self.records.read(ctx, entry.type, entry.id)
+            return 200, orjson.Fragment(found.data or b"{}")
+        params = parse_qsl(entry.query or "", keep_blank_values=True)
+        result = self.records.search(ctx, entry.type, params)
+        return 200, {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            **({"total": result.total} if result.total is not None else {}),
+            "entry": [
+                {"resource": orjson.Fragment(r.data), "search": {"mode": "match"}}
+                for r in result.resources
+                if r.data
+            ],
+        }
+
+    async def validate(
+        self, request: Request, ctx: SecurityContext, type: str, id: str | None
+    ) -> Response:
+        body = await read_json_body(request, self.config.max_body_bytes)
+        mode = request.query_params.get("mode")
+        resource = body
+        if isinstance(body, dict) and body.get("resourceType") == "Parameters":
+            resource = None
+            for part in body.get("parameter") or []:
+                if part.get("name") == "resource":
+                    resource = part.get("resource")
+                elif part.get("name") == "mode":
+                    mode = part.get("valueCode") or part.get("valueString")
+        if mode not in (None, "create", "update", "delete"):
+            raise FHIRError.of(400, "invalid", f"$validate mode {mode!r} is not supported", "mode")
+        issues = await self.blocking(self.records.validate, ctx, type, resource, mode=mode, id=id)
+        return fhir_response(operation_outcome(issues), pretty=wants_pretty(request))
+
+    def metadata(self, request: Request) -> Response:
+        statement = capability_statement(self.defs, self.base_url(request), self.started)
+        mode = request.query_params.get("mode")
+        if mode not in (None, "full", "normative", "terminology"):
+            raise FHIRError.of(400, "invalid", f"mode {mode!r} is not supported", "mode")
+        return fhir_response(statement, pretty=wants_pretty(request))
+
+    # -- responses -----------------------------------------------------------------------
+
+    def write_response(self, request: Request, result: WriteResult) -> Response:
+        version = result.version
+        headers = version_headers(version)
+        base = self.base_url(request)
+        if result.status == 201:
+            headers["Location"] = f"{base}/{version.type}/{version.id}/_history/{version.version}"
+        wanted = prefer(request).get("return", "representation")
+        if wanted == "minimal":
+            return Response(status_code=result.status, headers=headers)
+        if wanted == "operationoutcome":
+            issues = result.issues or [
+                Issue(
+                    "informational",
+                    f"{version.type}/{version.id} version {version.version}",
+                    severity="information",
+                )
+            ]
+            return outcome_response(result.status, issues, headers, pretty=wants_pretty(request))
+        assert version.data is not None
+        return fhir_response(version.data, result.status, headers, pretty=wants_pretty(request))
+
+    def delete_response(self, result: WriteResult | None) -> Response:
+        if result is None:
+            return Response(status_code=204)
+        return Response(status_code=204, headers={"ETag": f'W/"{result.version.version}"'})
+
+    def base_url(self, request: Request) -> str:
+        return f"{request.url.scheme}://{request.url.netloc}{self.config.base_path}"
+
+    async def blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store-touching call off the event loop."""
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+
+def version_headers(version: StoredVersion) -> dict[str, str]:
+    return {
+        "ETag": f'W/"{version.version}"',
+        "Last-Modified": http_date(version.last_updated),
+    }
+
+
+def not_modified(request: Request, found: StoredVersion) -> bool:
+    """Conditional read: If-None-Match naming this version, or If-Modified-Since not older."""
+    none_match = request.headers.get("if-none-match")
+    if none_match is not None:
+        tags = {t.strip().removeprefix("W/").strip('"') for t in none_match.split(",")}
+        return str(found.version) in tags or "*" in tags
+    since = request.headers.get("if-modified-since")
+    if since is not None:
+        micros = from_http_date(since)
+        # HTTP dates have whole seconds: compare at that precision.
+        return micros is not None and found.last_updated // 1_000_000 <= micros // 1_000_000
+    return False
+
+
+def bounded_int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FHIRError.of(
+            400, "invalid", f"{name} must be an integer, not {raw!r}", name
+        ) from None
+    return max(low, min(high, value))
+
+
+def time_param(raw: str | None, name: str) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return parse_instant(raw)
+    except ValueError:
+        raise FHIRError.of(
+            400, "invalid", f"{name} must be an instant with a time zone, not {raw!r}", name
+        ) from None

@@ -1,0 +1,451 @@
+"""The record service: the one door to the data.
+
+REST, Bundles, the CLI importer and (later) the portal, the assistant and background
+jobs all read and write FHIR resources through `RecordService`, passing a
+`SecurityContext`. It checks access, validates, assigns ids and versions, extracts
+the search index, and runs each interaction in one store transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, tzinfo
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+import orjson
+
+from openrecord.fhir.definitions import Definitions, definitions
+from openrecord.fhir.outcome import FHIRError, Issue
+from openrecord.fhir.patch import apply_fhirpath_patch, apply_json_patch
+from openrecord.fhir.search_index import IndexExtractor
+from openrecord.fhir.search_query import ParsedSearch, parse_search
+from openrecord.fhir.validation import validate_resource
+from openrecord.service import access
+from openrecord.service.clock import instant, now_micros
+from openrecord.service.context import SecurityContext
+from openrecord.store.base import (
+    HistoryPage,
+    Method,
+    Store,
+    StoredVersion,
+    VersionConflict,
+    WriteTx,
+)
+from openrecord.store.query import SearchQuery
+
+__all__ = ["RecordService", "SearchResult", "WriteResult"]
+
+T = TypeVar("T")
+_RETRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    version: StoredVersion
+    status: int  # 200 or 201 (204 for deletes)
+    issues: list[Issue] = field(default_factory=list)  # warnings worth returning
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    resources: list[StoredVersion]
+    total: int | None
+    has_more: bool  # another page follows
+    parsed: ParsedSearch
+
+
+class RecordService:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        defs: Definitions | None = None,
+        tz: tzinfo = UTC,
+    ) -> None:
+        self.store = store
+        self.defs = defs or definitions()
+        self.tz = tz
+        self.indexer = IndexExtractor(self.defs, tz)
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read(self, ctx: SecurityContext, type: str, id: str) -> StoredVersion:
+        access.check(ctx, "read", type)
+        self.require_type(type)
+        found = self.store.read(type, id)
+        if found is None:
+            raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
+        if found.deleted:
+            raise FHIRError(
+                410,
+                [Issue("deleted", f"{type}/{id} was deleted")],
+                {"ETag": f'W/"{found.version}"'},
+            )
+        return found
+
+    def vread(self, ctx: SecurityContext, type: str, id: str, version: str) -> StoredVersion:
+        access.check(ctx, "vread", type)
+        self.require_type(type)
+        if not version.isdigit():
+            raise FHIRError.of(404, "not-found", f"{type}/{id} has no version {version!r}")
+        found = self.store.vread(type, id, int(version))
+        if found is None:
+            raise FHIRError.of(404, "not-found", f"{type}/{id} has no version {version}")
+        if found.deleted:
+            raise FHIRError.of(410, "deleted", f"version {version} of {type}/{id} is a deletion")
+        return found
+
+    def history(
+        self,
+        ctx: SecurityContext,
+        type: str | None = None,
+        id: str | None = None,
+        **kwargs: Any,
+    ) -> HistoryPage:
+        access.check(ctx, "history", type)
+        if type is not None:
+            self.require_type(type)
+        if id is not None and type is not None and self.store.read(type, id) is None:
+            raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
+        return self.store.history(type, id, **kwargs)
+
+    def search(
+        self, ctx: SecurityContext, type: str | None, params: Sequence[tuple[str, str]]
+    ) -> SearchResult:
+        access.check(ctx, "search", type)
+        if type is not None:
+            self.require_type(type)
+        parsed = parse_search(type, list(params), self.defs, self.tz)
+        query = parsed.query
+        wanted = query.count
+        query.count = wanted + 1  # one more tells whether a next page exists
+        try:
+            page = self.store.search(query)
+        finally:
+            query.count = wanted
+        more = len(page.resources) > wanted
+        return SearchResult(page.resources[:wanted], page.total, more, parsed)
+
+    # -- writes ------------------------------------------------------------------------
+
+    def create(
+        self,
+        ctx: SecurityContext,
+        type: str,
+        body: Any,
+        *,
+        if_none_exist: str | None = None,
+    ) -> WriteResult:
+        access.check(ctx, "create", type)
+        resource, warnings = self.checked(body, type)
+
+        def run(tx: WriteTx) -> WriteResult:
+            if if_none_exist:
+                existing = self.match_one(tx, type, if_none_exist, lock=True)
+                if existing is not None:
+                    return WriteResult(existing, 200)
+            return WriteResult(
+                self.write(tx, type, new_id(), resource, None, "POST"), 201, warnings
+            )
+
+        return self.in_transaction(run)
+
+    def update(
+        self,
+        ctx: SecurityContext,
+        type: str,
+        id: str,
+        body: Any,
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        access.check(ctx, "update", type)
+        resource, warnings = self.checked(body, type)
+        if "id" not in resource:
+            raise FHIRError.of(400, "required", "the resource has no id", f"{type}.id")
+        if resource["id"] != id:
+            raise FHIRError.of(
+                400,
+                "invalid",
+                f"resource id {resource['id']!r} differs from {id!r} in the URL",
+                f"{type}.id",
+            )
+
+        def run(tx: WriteTx) -> WriteResult:
+            return self.update_in(tx, type, id, resource, if_match, warnings)
+
+        return self.in_transaction(run)
+
+    def conditional_update(
+        self,
+        ctx: SecurityContext,
+        type: str,
+        criteria: str,
+        body: Any,
+        *,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        access.check(ctx, "update", type)
+        resource, warnings = self.checked(body, type)
+
+        def run(tx: WriteTx) -> WriteResult:
+            found = self.match_one(tx, type, criteria, lock=True)
+            if found is None:
+                if "id" in resource:
+                    return self.update_in(tx, type, resource["id"], resource, if_match, warnings)
+                return WriteResult(
+                    self.write(tx, type, new_id(), resource, None, "PUT"), 201, warnings
+                )
+            if resource.get("id", found.id) != found.id:
+                raise FHIRError.of(
+                    400,
+                    "invalid",
+                    "the resource id differs from the one the criteria match",
+                    f"{type}.id",
+                )
+            return self.update_in(tx, type, found.id, resource, if_match, warnings)
+
+        return self.in_transaction(run)
+
+    def patch(
+        self,
+        ctx: SecurityContext,
+        type: str,
+        id: str,
+        document: Any,
+        *,
+        fhirpath: bool,
+        if_match: str | None = None,
+    ) -> WriteResult:
+        access.check(ctx, "patch", type)
+        self.require_type(type)
+
+        def run(tx: WriteTx) -> WriteResult:
+            current = tx.current(type, id)
+            if current is None:
+                raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
+            if current.data is None:
+                raise FHIRError.of(410, "deleted", f"{type}/{id} was deleted")
+            check_if_match(if_match, current)
+            before = orjson.loads(current.data)
+            if fhirpath:
+                after = apply_fhirpath_patch(before, document)
+            else:
+                after = apply_json_patch(before, document)
+            if after.get("resourceType") != type or after.get("id") != id:
+                raise FHIRError.of(
+                    422, "processing", "a patch may not change the resource type or id"
+                )
+            resource, warnings = self.checked(after, type)
+            if same_content(current.data, resource):
+                return WriteResult(current, 200)
+            return WriteResult(self.write(tx, type, id, resource, current, "PATCH"), 200, warnings)
+
+        return self.in_transaction(run)
+
+    def delete(
+        self, ctx: SecurityContext, type: str, id: str, *, if_match: str | None = None
+    ) -> WriteResult | None:
+        """Delete; None when there was nothing to delete (the spec allows 204 then too)."""
+        access.check(ctx, "delete", type)
+        self.require_type(type)
+
+        def run(tx: WriteTx) -> WriteResult | None:
+            return self.delete_in(tx, type, id, if_match)
+
+        return self.in_transaction(run)
+
+    def conditional_delete(
+        self, ctx: SecurityContext, type: str, criteria: str
+    ) -> WriteResult | None:
+        access.check(ctx, "delete", type)
+        self.require_type(type)
+
+        def run(tx: WriteTx) -> WriteResult | None:
+            found = self.match_one(tx, type, criteria, lock=True)
+            return None if found is None else self.delete_in(tx, type, found.id, None)
+
+        return self.in_transaction(run)
+
+    def validate(
+        self, ctx: SecurityContext, type: str, body: Any, *, mode: str | None, id: str | None
+    ) -> list[Issue]:
+        """`$validate`: the issues found; never writes."""
+        access.check(ctx, "operation", type)
+        self.require_type(type)
+        if mode == "delete":
+            if id is None:
+                raise FHIRError.of(400, "required", "mode=delete needs a resource id")
+            self.read(ctx, type, id)
+            return []
+        if body is None:
+            raise FHIRError.of(400, "required", "no resource to validate", "Parameters.resource")
+        issues = validate_resource(body, expected_type=type)
+        if mode == "update":
+            if isinstance(body, dict) and body.get("id") is None:
+                issues.append(
+                    Issue("required", "an update needs the resource id", expression=f"{type}.id")
+                )
+            elif id is not None and isinstance(body, dict) and body.get("id") != id:
+                issues.append(
+                    Issue("invalid", f"resource id differs from {id!r}", expression=f"{type}.id")
+                )
+        return issues
+
+    # -- building blocks shared with Bundle processing --------------------------------
+
+    def require_type(self, type: str) -> None:
+        if type not in self.defs.resource_types:
+            raise FHIRError.of(404, "not-supported", f"{type!r} is not a FHIR R4 resource type")
+
+    def checked(self, body: Any, type: str) -> tuple[dict[str, Any], list[Issue]]:
+        """The body as a resource of `type`, or 400/422 with every issue found."""
+        self.require_type(type)
+        if not isinstance(body, dict):
+            raise FHIRError.of(400, "structure", "the body is not a JSON object")
+        if body.get("resourceType") != type:
+            raise FHIRError.of(
+                400,
+                "invalid",
+                f"resourceType {body.get('resourceType')!r} does not match {type!r}",
+                "resourceType",
+            )
+        issues = validate_resource(body, expected_type=type)
+        errors = [i for i in issues if i.severity in ("error", "fatal")]
+        if errors:
+            raise FHIRError(422, errors)
+        return body, [i for i in issues if i not in errors]
+
+    def update_in(
+        self,
+        tx: WriteTx,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        if_match: str | None,
+        warnings: list[Issue],
+    ) -> WriteResult:
+        current = tx.current(type, id)
+        check_if_match(if_match, current)
+        if current is not None and current.data is not None:
+            if same_content(current.data, resource):
+                return WriteResult(current, 200)
+            return WriteResult(self.write(tx, type, id, resource, current, "PUT"), 200, warnings)
+        return WriteResult(self.write(tx, type, id, resource, current, "PUT"), 201, warnings)
+
+    def delete_in(
+        self, tx: WriteTx, type: str, id: str, if_match: str | None
+    ) -> WriteResult | None:
+        current = tx.current(type, id)
+        if if_match is not None:
+            check_if_match(if_match, current)
+        if current is None or current.data is None:
+            return None
+        version = StoredVersion(type, id, current.version + 1, now_micros(), "DELETE", None)
+        tx.put(version, ())
+        return WriteResult(version, 200)
+
+    def write(
+        self,
+        tx: WriteTx,
+        type: str,
+        id: str,
+        resource: dict[str, Any],
+        current: StoredVersion | None,
+        method: Method,
+    ) -> StoredVersion:
+        """Stamp id/meta, index and store a new version of a validated resource."""
+        number = current.version + 1 if current is not None else 1
+        now = now_micros()
+        meta = dict(resource.get("meta") or {})
+        meta["versionId"] = str(number)
+        meta["lastUpdated"] = instant(now)
+        stamped = {"resourceType": type, "id": id, "meta": meta}
+        stamped.update((k, v) for k, v in resource.items() if k not in stamped)
+        data = orjson.dumps(stamped)
+        version = StoredVersion(type, id, number, now, method, data)
+        tx.put(version, self.indexer.extract(stamped))
+        return version
+
+    def match_one(
+        self, tx: WriteTx, type: str, criteria: str, *, lock: bool
+    ) -> StoredVersion | None:
+        """The one resource matching conditional criteria; None for none, 412 for several."""
+        query = self.conditional_query(type, criteria)
+        if lock:
+            tx.lock(f"{type}?{criteria}")
+        query.count = 2
+        found = tx.search(query).resources
+        if len(found) > 1:
+            raise FHIRError.of(
+                412, "multiple-matches", f"the criteria {criteria!r} match more than one {type}"
+            )
+        return found[0] if found else None
+
+    def conditional_query(self, type: str, criteria: str) -> SearchQuery:
+        params = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if not params:
+            raise FHIRError.of(400, "invalid", "conditional criteria are empty")
+        parsed = parse_search(type, params, self.defs, self.tz)
+        if parsed.unknown:
+            # Ignoring a parameter here would widen the match and touch the wrong records.
+            raise FHIRError.of(
+                400,
+                "not-supported",
+                f"unknown search parameter(s) in conditional criteria: {', '.join(parsed.unknown)}",
+            )
+        return parsed.query
+
+    def in_transaction(self, run: Callable[[WriteTx], T]) -> T:
+        """Run `run` in one store transaction, retrying when a concurrent writer won a race."""
+        for attempt in range(_RETRIES):
+            try:
+                with self.store.write() as tx:
+                    return run(tx)
+            except VersionConflict:
+                if attempt == _RETRIES - 1:
+                    raise FHIRError.of(
+                        409, "conflict", "a concurrent update won; retry the request"
+                    ) from None
+        raise AssertionError("unreachable")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_if_match(if_match: str | None, current: StoredVersion | None) -> None:
+    """Optimistic locking: `If-Match: W/"n"` must name the current version."""
+    if if_match is None:
+        return
+    wanted = if_match.strip()
+    if wanted.startswith("W/"):
+        wanted = wanted[2:]
+    wanted = wanted.strip('"')
+    if current is None or current.data is None or str(current.version) != wanted:
+        have = "none" if current is None else str(current.version)
+        raise FHIRError.of(
+            412, "conflict", f"If-Match {if_match} does not match the current version ({have})"
+        )
+
+
+_VOLATILE = ("versionId", "lastUpdated")
+
+
+def same_content(stored: bytes, resource: dict[str, Any]) -> bool:
+    """True when `resource` equals the stored version apart from server-managed meta."""
+    old = orjson.loads(stored)
+    return strip_volatile(old) == strip_volatile(resource)
+
+
+def strip_volatile(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = resource.get("meta")
+    out = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        rest = {k: v for k, v in meta.items() if k not in _VOLATILE}
+        if rest:
+            out["meta"] = rest
+    return out

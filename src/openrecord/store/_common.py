@@ -1,0 +1,398 @@
+"""What both SQL backends share: index rows, the buffered write transaction, the reads.
+
+Writes are buffered: `WriteTx.put` only records the version; `flush()` (before any
+read inside the transaction, at commit, and every `FLUSH_EVERY` puts) resolves row ids
+in one batch and hands each table's rows to the backend in one statement. This keeps
+per-resource Python and round-trip overhead low during bulk ingest.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+import orjson
+
+from openrecord.fhir.search_common import normalize_string
+from openrecord.fhir.search_values import (
+    CompositeValue,
+    DateValue,
+    IndexEntry,
+    NumberValue,
+    QuantityValue,
+    ReferenceValue,
+    SearchValue,
+    StringValue,
+    TokenValue,
+    UriValue,
+)
+from openrecord.store.base import HistoryPage, SearchPage, Store, StoredVersion, WriteTx
+from openrecord.store.query import SearchQuery
+from openrecord.store.sql_search import (
+    MAX_KEY_CHARS,
+    TOKEN_HASHES,
+    Dialect,
+    Fetch,
+    run_search,
+    to_version,
+    token_hash,
+)
+
+__all__ = ["INDEX_TABLES", "BufferedTx", "HistoryRow", "IndexRows", "ResourceRow", "SqlStore"]
+
+FLUSH_EVERY = 500  # puts buffered before an intermediate flush (bounds memory)
+K = MAX_KEY_CHARS
+
+# Column order of each index table's rows, as written by both backends.
+INDEX_TABLES: dict[str, tuple[str, ...]] = {
+    "idx_token": ("rid", "n", "pid", "system", "code", "text", "hash"),
+    "idx_string": ("rid", "n", "pid", "norm", "value"),
+    "idx_date": ("rid", "n", "pid", "lo", "hi"),
+    "idx_number": ("rid", "n", "pid", "value", "lo", "hi"),
+    "idx_quantity": ("rid", "n", "pid", "value", "lo", "hi", "system", "code", "unit"),
+    "idx_reference": ("rid", "n", "pid", "ref_type", "ref_id", "url", "version"),
+    "idx_uri": ("rid", "n", "pid", "value"),
+    "idx_composite": ("rid", "n", "pid", "value"),
+}
+
+KIND_OF: dict[type[Any], str] = {
+    TokenValue: "token",
+    StringValue: "string",
+    DateValue: "date",
+    NumberValue: "number",
+    QuantityValue: "quantity",
+    ReferenceValue: "reference",
+    UriValue: "uri",
+    CompositeValue: "composite",
+}
+
+# (rid, type, id, version, last_updated, deleted, data)
+ResourceRow = tuple[int, str, str, int, int, bool, bytes | None]
+# (rid, type, id, version, last_updated, method, data)
+HistoryRow = tuple[int, str, str, int, int, str, bytes | None]
+Row = tuple[Any, ...]
+
+
+TEXTS: dict[str, str] = {}  # norm_text() memo: displays repeat across resources
+
+
+def norm_text(text: str) -> str:
+    """Token text (display, CodeableConcept.text) as :text compares it: normalized."""
+    n = TEXTS.get(text)
+    if n is None:
+        if len(TEXTS) >= 1 << 16:
+            TEXTS.clear()
+        n = TEXTS[text] = normalize_string(text)
+    return n
+
+
+def _component(v: SearchValue) -> list[Any]:
+    if isinstance(v, CompositeValue):
+        return ["composite", [_component(c) for c in v.components]]
+    return [KIND_OF[type(v)], *(getattr(v, f) for f in v.__slots__)]
+
+
+def composite_key(v: CompositeValue) -> str:
+    """Canonical JSON of a composite's component values (what idx_composite stores)."""
+    return orjson.dumps([_component(c) for c in v.components]).decode()[:K]
+
+
+class IndexRows:
+    """Rows for each index table, in INDEX_TABLES column order."""
+
+    __slots__ = tuple(t[4:] for t in INDEX_TABLES)
+
+    def __init__(self) -> None:
+        self.token: list[Row] = []
+        self.string: list[Row] = []
+        self.date: list[Row] = []
+        self.number: list[Row] = []
+        self.quantity: list[Row] = []
+        self.reference: list[Row] = []
+        self.uri: list[Row] = []
+        self.composite: list[Row] = []
+
+    def tables(self) -> Iterator[tuple[str, list[Row]]]:
+        """(table, rows) for each table that has rows."""
+        for table in INDEX_TABLES:
+            rows: list[Row] = getattr(self, table[4:])
+            if rows:
+                yield table, rows
+
+
+class SqlStore(Store):
+    """Reads shared by both backends. Subclasses provide connections and `write()`."""
+
+    dialect: Dialect
+
+    def __init__(self) -> None:
+        self.pids: dict[str, dict[str, int]] = {}  # type -> code -> pid, committed only
+        self.pid_lock = threading.Lock()
+
+    @abstractmethod
+    def reader(self, snapshot: bool = False) -> AbstractContextManager[Fetch]:
+        """A fetch function; `snapshot`: all its statements see one database state."""
+
+    def resolve_pid(self, fetch: Fetch, type: str, code: str) -> int | None:
+        """The pid of (type, code), from the cache or the database; None: never indexed."""
+        pid = self.pids.get(type, {}).get(code)
+        if pid is None:
+            rows = fetch("SELECT pid FROM search_param WHERE type = ? AND code = ?", [type, code])
+            if rows:
+                pid = int(rows[0][0])
+                with self.pid_lock:
+                    self.pids.setdefault(type, {})[code] = pid
+        return pid
+
+    def read(self, type: str, id: str) -> StoredVersion | None:
+        with self.reader() as fetch:
+            rows = fetch(
+                "SELECT r.type, r.id, r.version, r.last_updated, h.method, r.data, h.seq"
+                " FROM resource r JOIN history h ON h.rid = r.rid AND h.version = r.version"
+                " WHERE r.type = ? AND r.id = ?",
+                [type, id],
+            )
+        return to_version(rows[0]) if rows else None
+
+    def vread(self, type: str, id: str, version: int) -> StoredVersion | None:
+        with self.reader() as fetch:
+            rows = fetch(
+                "SELECT type, id, version, last_updated, method, data, seq FROM history"
+                " WHERE rid = (SELECT rid FROM resource WHERE type = ? AND id = ?)"
+                " AND version = ?",
+                [type, id, version],
+            )
+        return to_version(rows[0]) if rows else None
+
+    def history(
+        self,
+        type: str | None = None,
+        id: str | None = None,
+        *,
+        since: int | None = None,
+        at: int | None = None,
+        until: int | None = None,
+        count: int = 20,
+        offset: int = 0,
+        total: bool = True,
+    ) -> HistoryPage:
+        if id is not None and type is None:
+            raise ValueError("history of an id needs its type")
+        where: list[str] = []
+        params: list[Any] = []
+        if id is not None:
+            where.append("h.rid = (SELECT rid FROM resource WHERE type = ? AND id = ?)")
+            params += [type, id]
+        elif type is not None:
+            where.append("h.type = ?")
+            params.append(type)
+        if since is not None:
+            where.append("h.last_updated >= ?")
+            params.append(since)
+        with self.reader(snapshot=True) as fetch:
+            snapshot = until
+            if snapshot is None:
+                snapshot = int(fetch("SELECT coalesce(max(seq), 0) FROM history", [])[0][0])
+            where.append("h.seq <= ?")
+            params.append(snapshot)
+            if at is not None:
+                # the latest version of each resource as of `at`
+                where.append(
+                    "h.last_updated <= ? AND NOT EXISTS (SELECT 1 FROM history h2"
+                    " WHERE h2.rid = h.rid AND h2.version > h.version"
+                    " AND h2.last_updated <= ? AND h2.seq <= ?)"
+                )
+                params += [at, at, snapshot]
+            cond = " AND ".join(where)
+            n = None
+            if total:
+                n = int(fetch(f"SELECT count(*) FROM history h WHERE {cond}", params)[0][0])
+            rows: list[Row] = []
+            if count > 0 and n != 0:
+                rows = fetch(
+                    "SELECT h.type, h.id, h.version, h.last_updated, h.method, h.data, h.seq"
+                    f" FROM history h WHERE {cond} ORDER BY h.seq DESC LIMIT ? OFFSET ?",
+                    [*params, count, max(offset, 0)],
+                )
+        return HistoryPage([to_version(r) for r in rows], n, snapshot)
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        with self.reader(snapshot=query.total) as fetch:
+            return run_search(
+                fetch, query, self.dialect, lambda t, c: self.resolve_pid(fetch, t, c)
+            )
+
+    def iter_current(self, type: str | None = None) -> Iterator[StoredVersion]:
+        """Pages by rid (keyset), so no cursor or transaction stays open between pages."""
+        last = 0
+        cond = "r.type = ? AND " if type is not None else ""
+        while True:
+            params: list[Any] = [type] if type is not None else []
+            with self.reader() as fetch:
+                rows = fetch(
+                    "SELECT r.type, r.id, r.version, r.last_updated, h.method, r.data, h.seq,"
+                    " r.rid FROM resource r"
+                    " JOIN history h ON h.rid = r.rid AND h.version = r.version"
+                    f" WHERE {cond}r.deleted = {self.dialect.false} AND r.rid > ?"
+                    " ORDER BY r.rid LIMIT 500",
+                    [*params, last],
+                )
+            for row in rows:
+                yield to_version(row[:7])
+            if len(rows) < 500:
+                return
+            last = rows[-1][7]
+
+
+class BufferedTx(WriteTx):
+    """The backend-independent part of a write transaction."""
+
+    def __init__(self, store: SqlStore, fetch: Fetch) -> None:
+        self.store = store
+        self.fetch = fetch
+        self.known: dict[tuple[str, str], int | None] = {}  # rid, None: known absent
+        self.pending: list[tuple[StoredVersion, Sequence[IndexEntry]]] = []
+        self.latest: dict[tuple[str, str], StoredVersion] = {}  # pending, by key
+        self.new_pids: dict[tuple[str, str], int] = {}  # registered in this transaction
+
+    # -- backend hooks -------------------------------------------------------------
+
+    @abstractmethod
+    def select_current(self, type: str, id: str) -> tuple[int, StoredVersion] | None:
+        """(rid, version) of the current row, locked for this transaction."""
+
+    @abstractmethod
+    def resolve_rids(
+        self, keys: list[tuple[str, str]], new: int
+    ) -> tuple[dict[tuple[str, str], int], Callable[[], int]]:
+        """Existing rids of `keys`, and an allocator good for at least `new` fresh rids."""
+
+    @abstractmethod
+    def register_pid(self, type: str, code: str, kind: str) -> int: ...
+
+    @abstractmethod
+    def write_rows(
+        self,
+        new: list[ResourceRow],
+        updated: list[ResourceRow],
+        history: list[HistoryRow],
+        index: IndexRows,
+    ) -> None:
+        """Insert `new` resources, update `updated` ones (and drop their old index rows),
+        append `history`, insert `index`. Raises VersionConflict on a unique violation."""
+
+    # -- WriteTx -------------------------------------------------------------------
+
+    def current(self, type: str, id: str) -> StoredVersion | None:
+        pending = self.latest.get((type, id))
+        if pending is not None:
+            return pending
+        found = self.select_current(type, id)
+        if found is None:
+            self.known[(type, id)] = None
+            return None
+        self.known[(type, id)] = found[0]
+        return found[1]
+
+    def put(self, version: StoredVersion, index: Sequence[IndexEntry]) -> None:
+        self.pending.append((version, index))
+        self.latest[(version.type, version.id)] = version
+        if len(self.pending) >= FLUSH_EVERY:
+            self.flush()
+
+    def search(self, query: SearchQuery) -> SearchPage:
+        self.flush()
+        return run_search(self.fetch, query, self.store.dialect, self.pid_for_search)
+
+    def pid_for_search(self, type: str, code: str) -> int | None:
+        pid = self.new_pids.get((type, code))
+        return pid if pid is not None else self.store.resolve_pid(self.fetch, type, code)
+
+    def committed(self) -> None:
+        """Publish the pids registered here: they exist for everyone now."""
+        if self.new_pids:
+            with self.store.pid_lock:
+                for (type, code), pid in self.new_pids.items():
+                    self.store.pids.setdefault(type, {})[code] = pid
+
+    def pid(self, type: str, code: str, value: SearchValue) -> int:
+        key = (type, code)
+        pid = self.new_pids.get(key)
+        if pid is None:
+            pid = self.store.resolve_pid(self.fetch, type, code)
+            if pid is None:
+                pid = self.register_pid(type, code, KIND_OF[value.__class__])
+                self.new_pids[key] = pid
+        return pid
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        self.latest.clear()
+        known = self.known
+        unknown = [k for k in dict.fromkeys((v.type, v.id) for v, _ in pending) if k not in known]
+        absent = sum(1 for r in known.values() if r is None)
+        found, alloc = self.resolve_rids(unknown, len(unknown) + absent)
+        for k in unknown:
+            known[k] = found.get(k)
+        new: dict[int, ResourceRow] = {}
+        updated: dict[int, ResourceRow] = {}
+        history: list[HistoryRow] = []
+        final: dict[int, tuple[str, Sequence[IndexEntry]]] = {}
+        fresh: set[int] = set()
+        for v, index in pending:
+            key = (v.type, v.id)
+            rid = known[key]
+            if rid is None:
+                rid = alloc()
+                known[key] = rid
+                fresh.add(rid)
+            row = (rid, v.type, v.id, v.version, v.last_updated, v.data is None, v.data)
+            (new if rid in fresh else updated)[rid] = row
+            history.append((rid, v.type, v.id, v.version, v.last_updated, v.method, v.data))
+            final[rid] = (v.type, index if v.data is not None else ())
+        rows = IndexRows()
+        for rid, (rtype, index) in final.items():
+            if index:
+                self.index_rows(rows, rid, rtype, index)
+        self.write_rows(list(new.values()), list(updated.values()), history, rows)
+
+    def index_rows(
+        self, rows: IndexRows, rid: int, rtype: str, index: Sequence[IndexEntry]
+    ) -> None:
+        """The hot loop of ingest: one tuple per index entry, no per-row calls if avoidable."""
+        pids = self.store.pids.get(rtype, {})
+        hashes, texts = TOKEN_HASHES, TEXTS
+        tok, string, date, ref = rows.token, rows.string, rows.date, rows.reference
+        for n, e in enumerate(index):
+            v = e.value
+            pid = pids.get(e.param) or self.pid(rtype, e.param, v)
+            if isinstance(v, TokenValue):
+                s, c, t = v.system, v.code, v.text
+                h = hashes.get((s, c)) or token_hash(s, c)
+                if t is not None:
+                    t = texts.get(t) or norm_text(t)
+                tok.append((rid, n, pid, s, c[:K] if c else c, t, h))
+            elif isinstance(v, ReferenceValue):
+                i, u = v.id, v.url
+                ref.append((rid, n, pid, v.type, i[:K] if i else i, u[:K] if u else u, v.version))
+            elif isinstance(v, StringValue):
+                string.append((rid, n, pid, v.normalized[:K], v.value))
+            elif isinstance(v, DateValue):
+                date.append((rid, n, pid, v.low, v.high))
+            elif isinstance(v, QuantityValue):
+                rows.quantity.append(
+                    (rid, n, pid, v.value, v.low, v.high, v.system, v.code, v.unit)
+                )
+            elif isinstance(v, NumberValue):
+                rows.number.append((rid, n, pid, v.value, v.low, v.high))
+            elif isinstance(v, UriValue):
+                rows.uri.append((rid, n, pid, v.value[:K]))
+            elif isinstance(v, CompositeValue):
+                rows.composite.append((rid, n, pid, composite_key(v)))
+            else:
+                raise TypeError(f"not a search value: {v!r}")

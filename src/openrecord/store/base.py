@@ -1,0 +1,117 @@
+"""The storage interface: one contract, two backends (SQLite and PostgreSQL).
+
+The store keeps the current version and the full history of every resource,
+the typed search index of the current versions, and answers reads, history and
+searches. It knows nothing about HTTP or authorization: the record service
+(`openrecord.service`) is the only caller.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Literal
+
+from openrecord.fhir.search_values import IndexEntry
+from openrecord.store.query import SearchQuery
+
+__all__ = ["HistoryPage", "SearchPage", "Store", "StoredVersion", "VersionConflict", "WriteTx"]
+
+Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    type: str
+    id: str
+    version: int
+    last_updated: int  # microseconds since the Unix epoch, UTC
+    method: Method
+    data: bytes | None  # the resource JSON exactly as served (meta included); None if deleted
+    seq: int = 0  # position in the server-wide history, assigned by the store on put
+
+    @property
+    def deleted(self) -> bool:
+        return self.data is None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    entries: list[StoredVersion]  # newest first
+    total: int | None
+    snapshot: int  # the highest seq the page saw: pass it back as `until` for stable paging
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    resources: list[StoredVersion]
+    total: int | None  # only when the query asked for it
+
+
+class VersionConflict(Exception):
+    """Another writer created the same version concurrently (unique key violated)."""
+
+
+class WriteTx(ABC):
+    """One database transaction. Writes are visible to others only after commit."""
+
+    @abstractmethod
+    def current(self, type: str, id: str) -> StoredVersion | None:
+        """The current version (possibly a deletion), locked against concurrent writers."""
+
+    @abstractmethod
+    def put(self, version: StoredVersion, index: Sequence[IndexEntry]) -> None:
+        """Append `version` to history, make it current and replace the row's index."""
+
+    @abstractmethod
+    def search(self, query: SearchQuery) -> SearchPage:
+        """Search inside this transaction (conditional create/update/delete)."""
+
+    @abstractmethod
+    def lock(self, key: str) -> None:
+        """Serialize writers on `key` until commit (conditional create races)."""
+
+
+class Store(ABC):
+    @abstractmethod
+    def read(self, type: str, id: str) -> StoredVersion | None: ...
+
+    @abstractmethod
+    def vread(self, type: str, id: str, version: int) -> StoredVersion | None: ...
+
+    @abstractmethod
+    def history(
+        self,
+        type: str | None = None,
+        id: str | None = None,
+        *,
+        since: int | None = None,
+        at: int | None = None,
+        until: int | None = None,
+        count: int = 20,
+        offset: int = 0,
+        total: bool = True,
+    ) -> HistoryPage:
+        """Versions, newest first: of one resource, one type, or the whole server.
+
+        `since`: only versions last updated at or after it (microseconds UTC).
+        `at`: only versions that were current at that instant (the latest version of each
+        resource with last_updated <= at). `until`: only versions with seq <= until, so a
+        client paging with offsets sees a stable list while others write.
+        """
+
+    @abstractmethod
+    def search(self, query: SearchQuery) -> SearchPage: ...
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[WriteTx]:
+        """Begin a write transaction: commits on normal exit, rolls back on exception."""
+
+    @abstractmethod
+    def iter_current(self, type: str | None = None) -> Iterator[StoredVersion]:
+        """Every current, non-deleted resource (export, reindex)."""
+
+    @abstractmethod
+    def close(self) -> None: ...

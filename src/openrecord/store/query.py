@@ -1,0 +1,125 @@
+"""Parsed search criteria, as the store's query builder receives them.
+
+`openrecord.fhir.search_query` turns HTTP search parameters into these; the store
+turns them into SQL. Values inside one `Condition` are OR-ed; conditions are AND-ed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "Condition",
+    "DateCriterion",
+    "NumberCriterion",
+    "Prefix",
+    "QuantityCriterion",
+    "ReferenceCriterion",
+    "SearchQuery",
+    "SortKey",
+    "StringCriterion",
+    "TokenCriterion",
+    "UriCriterion",
+]
+
+Prefix = Literal["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCriterion:
+    """`code`, `system|code`, `|code` (system is None, no_system True) or `system|`."""
+
+    system: str | None
+    code: str | None
+    no_system: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StringCriterion:
+    normalized: str  # same normalization as StringValue.normalized
+    exact: str | None = None  # the raw text, for :exact
+
+
+@dataclass(frozen=True, slots=True)
+class DateCriterion:
+    prefix: Prefix
+    low: int  # the implicit range of the searched value, microseconds UTC, inclusive
+    high: int
+
+
+@dataclass(frozen=True, slots=True)
+class NumberCriterion:
+    prefix: Prefix
+    value: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
+class QuantityCriterion:
+    prefix: Prefix
+    value: float
+    low: float
+    high: float
+    system: str | None
+    code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceCriterion:
+    type: str | None  # None: any type with this id
+    id: str | None
+    url: str | None = None  # absolute or canonical reference
+    version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UriCriterion:
+    value: str
+
+
+Criterion = (
+    TokenCriterion
+    | StringCriterion
+    | DateCriterion
+    | NumberCriterion
+    | QuantityCriterion
+    | ReferenceCriterion
+    | UriCriterion
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One search parameter occurrence: `param[:modifier]=v1,v2` (values OR-ed).
+
+    `param` is the search parameter code ("subject", "_id", "_lastUpdated"); `kind` its type.
+    `_id` is a token condition, `_lastUpdated` a date condition: the store answers both
+    from its resource table. `modifier` is one of None, "missing", "exact", "contains",
+    "not", "text", "above", "below", "identifier", or a resource type for references.
+    For `:missing`, `missing` holds the boolean and `values` is empty.
+    """
+
+    param: str
+    kind: Literal["token", "string", "date", "number", "quantity", "reference", "uri"]
+    values: tuple[Criterion, ...]
+    modifier: str | None = None
+    missing: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    param: str  # "_id", "_lastUpdated", or a search parameter code
+    kind: str
+    descending: bool = False
+
+
+@dataclass(slots=True)
+class SearchQuery:
+    type: str | None  # None: all types (system search)
+    conditions: list[Condition] = field(default_factory=list)
+    sort: list[SortKey] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    total: bool = False  # compute the accurate total

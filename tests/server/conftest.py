@@ -1,0 +1,89 @@
+"""A real openrecord server per test module, on each backend this run covers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.databases import backends, fresh_database
+
+
+@dataclass(frozen=True)
+class Server:
+    base: str  # the FHIR base, e.g. http://127.0.0.1:PORT/fhir
+    database: str
+    backend: str
+    process: subprocess.Popen[bytes]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_server(database: str, log: Path, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
+    port = free_port()
+    out = log.open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "openrecord",
+            "serve",
+            "--database",
+            database,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *extra,
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ},
+    )
+    root = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()}")
+        try:
+            if httpx.get(f"{root}/healthz", timeout=1).status_code == 200:
+                return f"{root}/fhir", proc
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"server did not start: {log.read_text()}")
+
+
+@pytest.fixture(scope="module", params=backends())
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("server")
+    with fresh_database(request.param, folder) as database:
+        base, proc = start_server(database, folder / "server.log")
+        try:
+            yield Server(base, database, request.param, proc)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture()
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base, timeout=60) as c:
+        yield c

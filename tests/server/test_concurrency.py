@@ -1,0 +1,137 @@
+"""Two writers and crashes: conditional-create races, If-Match races, SIGKILL mid-transaction."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.databases import backends, fresh_database
+from tests.server.conftest import start_server
+
+
+@pytest.fixture(scope="module", params=backends())
+def two_worker_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, Path]]:
+    """A server with two worker processes, so races cross processes as in production."""
+    folder = tmp_path_factory.mktemp("race")
+    with fresh_database(request.param, folder) as database:
+        base, proc = start_server(database, folder / "server.log", "--workers", "2")
+        try:
+            yield base, database, folder
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def run_together(n: int, fn: Any) -> list[Any]:
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_twenty_concurrent_conditional_creates_make_one(
+    two_worker_server: tuple[str, str, Path],
+) -> None:
+    base = two_worker_server[0]
+    value = uuid.uuid4().hex
+    body = {"resourceType": "Patient", "identifier": [{"system": "urn:test:race", "value": value}]}
+    criteria = f"identifier=urn:test:race|{value}"
+
+    def create(_: int) -> int:
+        with httpx.Client(timeout=60) as c:
+            return c.post(
+                f"{base}/Patient", json=body, headers={"If-None-Exist": criteria}
+            ).status_code
+
+    statuses = run_together(20, create)
+    assert sorted(statuses) == [200] * 19 + [201]
+    found = httpx.get(f"{base}/Patient?{criteria}").json()
+    assert len(found.get("entry", [])) == 1
+
+
+def test_two_concurrent_if_match_updates(two_worker_server: tuple[str, str, Path]) -> None:
+    base = two_worker_server[0]
+    for _ in range(5):
+        pid = httpx.post(f"{base}/Patient", json={"resourceType": "Patient"}).json()["id"]
+
+        def update(i: int, pid: str = pid) -> int:
+            body = {"resourceType": "Patient", "id": pid, "gender": ["male", "female"][i]}
+            with httpx.Client(timeout=60) as c:
+                headers = {"If-Match": 'W/"1"'}
+                return c.put(f"{base}/Patient/{pid}", json=body, headers=headers).status_code
+
+        assert sorted(run_together(2, update)) == [200, 412]
+        assert httpx.get(f"{base}/Patient/{pid}").json()["meta"]["versionId"] == "2"
+
+
+@pytest.mark.parametrize("backend", backends())
+def test_sigkill_during_large_transaction_leaves_all_or_nothing(
+    backend: str, tmp_path: Path
+) -> None:
+    with fresh_database(backend, tmp_path) as database:
+        tag = uuid.uuid4().hex
+        entries = [
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+                    "identifier": [{"system": "urn:test:kill", "value": f"{tag}-{i}"}],
+                    "valueQuantity": {"value": 70 + i / 100, "unit": "kg"},
+                },
+                "request": {"method": "POST", "url": "Observation"},
+            }
+            for i in range(6000)
+        ]
+        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+        base, proc = start_server(database, tmp_path / "kill.log")
+        outcome: dict[str, Any] = {}
+
+        def send() -> None:
+            try:
+                outcome["status"] = httpx.post(base, json=bundle, timeout=120).status_code
+            except httpx.HTTPError as err:
+                outcome["error"] = err
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        time.sleep(1.0)  # the bundle is uploaded and being written
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        sender.join(30)
+        assert "error" in outcome, "the transaction finished before the kill; make it larger"
+
+        base, proc = start_server(database, tmp_path / "after.log")
+        try:
+            probe = httpx.get(
+                f"{base}/Observation", params={"identifier": f"urn:test:kill|{tag}-0"}
+            ).json()
+            first = len(probe.get("entry", []))
+            last = httpx.get(
+                f"{base}/Observation", params={"identifier": f"urn:test:kill|{tag}-5999"}
+            ).json()
+            assert first == len(last.get("entry", []))
+            history = httpx.get(f"{base}/_history", params={"_count": 1}).json()
+            assert history.get("total", 0) in (0, 6000)
+        finally:
+            proc.terminate()
+            proc.wait(10)
