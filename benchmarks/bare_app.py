@@ -30,7 +30,8 @@ async def read(request: Request) -> Response:
     row = (
         connection()
         .execute(
-            "SELECT data FROM resource WHERE type = ? AND id = ?",
+            "SELECT h.data FROM resource r JOIN history h ON h.rid = r.rid AND h.version = r.version"
+            " WHERE r.type = ? AND r.id = ?",
             (request.path_params["type"], request.path_params["id"]),
         )
         .fetchone()

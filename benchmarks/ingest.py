@@ -4,12 +4,13 @@
 Runs, side by side in one process and one run (this machine is noisy):
   1. openrecord: every Bundle through the record service as a transaction —
      validation, reference resolution, index extraction of every search parameter,
-     history and index tables — into a fresh database;
+     history and index tables — into a fresh database: in-process on one core, or
+     with --http POSTed by --clients threads to `openrecord serve --workers 2`;
   2. the floor: the same resources' JSON written with one plain `executemany` into
      a one-table SQLite database with the same pragmas;
   3. where the time goes: validation, extraction and JSON work timed alone.
 
-    python benchmarks/ingest.py [--database postgresql://…] [--repeat 3]
+    python benchmarks/ingest.py [--database postgresql://…] [--repeat 3] [--http]
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ def copy(bundles: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def openrecord_ingest(bundles: list[dict[str, Any]], database: str) -> float:
+    from openrecord.runtime import settle_heap
     from openrecord.service import BundleProcessor, RecordService, SecurityContext
     from openrecord.store import open_store
 
     store = open_store(database)
     records = RecordService(store)
+    records.warm_up()
+    settle_heap()  # as `openrecord serve` and `openrecord import` do; also freezes the input
     processor = BundleProcessor(records)
     ctx = SecurityContext.open()
     started = time.perf_counter()
@@ -54,6 +58,45 @@ def openrecord_ingest(bundles: list[dict[str, Any]], database: str) -> float:
     elapsed = time.perf_counter() - started
     store.close()
     return elapsed
+
+
+def http_ingest(bundles: list[dict[str, Any]], database: str, clients: int, folder: Path) -> float:
+    """POST every Bundle to `openrecord serve --workers 2` from `clients` threads."""
+    import threading
+
+    import httpx
+    from _server import running_server
+
+    with running_server(database, workers=2) as root:
+        base = f"{root}/fhir"
+        bodies = [orjson.dumps(b) for b in bundles]
+        bodies.sort(key=len, reverse=True)  # largest first: the threads finish together
+        lock = threading.Lock()
+        failures: list[str] = []
+
+        def work() -> None:
+            with httpx.Client(timeout=300) as client:
+                while True:
+                    with lock:
+                        if not bodies:
+                            return
+                        body = bodies.pop(0)
+                    r = client.post(
+                        base, content=body, headers={"Content-Type": "application/fhir+json"}
+                    )
+                    if r.status_code != 200:
+                        failures.append(r.text[:200])
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=work) for _ in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - started
+        if failures:
+            sys.exit(f"{len(failures)} bundles failed: {failures[0]}")
+        return elapsed
 
 
 def executemany_floor(bundles: list[dict[str, Any]], folder: Path) -> float:
@@ -104,6 +147,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--database", help="PostgreSQL URL (default: a fresh SQLite file)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--http",
+        action="store_true",
+        help="POST the Bundles to `openrecord serve --workers 2` instead of in-process",
+    )
+    ap.add_argument("--clients", type=int, default=2, help="concurrent HTTP clients (--http)")
     args = ap.parse_args()
     bundles = load_bundles()
     n = sum(len(b["entry"]) for b in bundles)
@@ -122,7 +171,10 @@ def main() -> None:
                 database = admin_url.rsplit("/", 1)[0] + "/" + name
             else:
                 database = f"sqlite:///{folder / 'openrecord.sqlite'}"
-            ours = openrecord_ingest(copy(bundles), database)
+            if args.http:
+                ours = http_ingest(bundles, database, args.clients, folder)
+            else:
+                ours = openrecord_ingest(copy(bundles), database)
             floor = executemany_floor(bundles, folder)
             if args.database:
                 with psycopg.connect(admin_url, autocommit=True) as admin:

@@ -16,35 +16,14 @@ import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
+from _server import free_port, running_server, wait_up
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited while starting ({url})")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    sys.exit(f"server did not start: {url}")
 
 
 def wrk(
@@ -102,7 +81,7 @@ def main() -> None:
 
         rows = (
             sqlite3.connect(db_path)
-            .execute("SELECT type, id FROM resource WHERE data IS NOT NULL")
+            .execute("SELECT type, id FROM resource WHERE NOT deleted")
             .fetchall()
         )
         random.seed(1)
@@ -110,31 +89,8 @@ def main() -> None:
         print(f"{len(rows):,} resources stored; {len(paths)} distinct ids requested at random")
 
         results = {}
-        port = free_port()
-        ours = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "openrecord",
-                "serve",
-                "--database",
-                database,
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--log-level",
-                "warning",
-            ],
-        )
-        try:
-            wait_up(f"http://127.0.0.1:{port}/healthz", ours)
-            results["openrecord"] = wrk(
-                f"http://127.0.0.1:{port}", paths, args.seconds, args.connections, folder
-            )
-        finally:
-            ours.terminate()
-            ours.wait()
+        with running_server(database, workers=2) as root:
+            results["openrecord"] = wrk(root, paths, args.seconds, args.connections, folder)
 
         port = free_port()
         env = {**os.environ, "BARE_SQLITE_PATH": str(db_path)}

@@ -9,7 +9,6 @@ Also times loading the compiled R4 definitions alone, in a fresh interpreter.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,12 +16,7 @@ import time
 from pathlib import Path
 
 import httpx
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from _server import free_port
 
 
 def rss_mib(pid: int) -> float:

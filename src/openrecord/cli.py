@@ -101,7 +101,12 @@ def import_command(database: str, paths: Sequence[Path], *, quiet: bool) -> int:
     if missing:
         print(f"openrecord: not found: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
+    from openrecord.runtime import settle_heap
+
     store = open_store(database)
+    records = RecordService(store)
+    records.warm_up()
+    settle_heap()
     done = 0
     started = time.perf_counter()
 
@@ -113,7 +118,7 @@ def import_command(database: str, paths: Sequence[Path], *, quiet: bool) -> int:
             print(f"\r  {done:>9,} resources  {rate:>8,.0f}/s", end="", file=sys.stderr)
 
     try:
-        report = Importer(RecordService(store), progress=progress).import_paths(paths)
+        report = Importer(records, progress=progress).import_paths(paths)
     finally:
         store.close()
     elapsed = time.perf_counter() - started

@@ -47,6 +47,10 @@ def test_transaction_resolves_urn_uuid_references(client: httpx.Client) -> None:
     statuses = [e["response"]["status"] for e in body["entry"]]
     assert statuses == ["201 Created", "201 Created"]
     patient_loc = body["entry"][0]["response"]["location"]
+    assert (
+        body["entry"][0]["fullUrl"]
+        == f"{client.base_url}".rstrip("/") + "/" + patient_loc.split("/_history")[0]
+    )
     obs_loc = body["entry"][1]["response"]["location"]
     pid = patient_loc.split("/")[1]
     stored = client.get("/" + obs_loc.split("/_history")[0]).json()

@@ -405,3 +405,26 @@ def test_capability_statement(client: httpx.Client) -> None:
     assert "combo-code-value-quantity" not in params  # composite search is not served yet
     ops = {i["code"] for i in cs["rest"][0]["interaction"]}
     assert ops == {"transaction", "batch", "history-system"}
+
+
+def test_system_search_by_type(client: httpx.Client) -> None:
+    value = "sys-" + create(client, patient()).json()["id"]
+    create(client, patient(identifier=[{"system": "urn:test:sys", "value": value}]))
+    found = client.get("", params={"_type": "Patient", "identifier": f"urn:test:sys|{value}"})
+    assert found.status_code == 200, found.text
+    entries = found.json().get("entry", [])
+    assert [e["resource"]["resourceType"] for e in entries] == ["Patient"]
+    assert client.get("", params={"_type": "Patient,Observation"}).status_code == 400
+    assert client.get("", params={"_type": "Nonsense"}).status_code == 404
+
+
+def test_search_reports_unknown_parameters(client: httpx.Client) -> None:
+    lenient = client.get("/Patient", params={"no-such-param": "1", "_count": "1"})
+    assert lenient.status_code == 200
+    outcomes = [e for e in lenient.json().get("entry", []) if e["search"]["mode"] == "outcome"]
+    assert outcomes and "no-such-param" in outcomes[0]["resource"]["issue"][0]["diagnostics"]
+    strict = client.get(
+        "/Patient", params={"no-such-param": "1"}, headers={"Prefer": "handling=strict"}
+    )
+    assert strict.status_code == 400
+    assert client.get("/Patient", params={"birthdate": "not-a-date"}).status_code == 400

@@ -932,3 +932,34 @@ def test_since_uses_last_updated_not_wall_clock(store: Store) -> None:
     put(store, "Patient", "old", last_updated=old)
     put(store, "Patient", "new", last_updated=old + DAY * 2)
     assert ids(store.history(since=old + DAY).entries) == ["Patient/new/1"]
+
+
+def test_sqlite_checkpoints_outside_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No checkpoint inside COMMIT (it would stall every waiting writer): write()
+    copies the WAL back itself, after releasing the lock."""
+    from openrecord.store import sqlite as sqlite_store
+
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_FRAMES", 100)
+    s = open_store(f"sqlite:///{tmp_path}/x.db")
+    try:
+        assert isinstance(s, sqlite_store.SqliteStore)
+        conn = s.connection()
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        calls: list[bool] = []
+        checkpoint = s._checkpoint
+
+        def spy(c: sqlite3.Connection) -> None:
+            calls.append(s._write_lock.locked())
+            checkpoint(c)
+
+        monkeypatch.setattr(s, "_checkpoint", spy)
+        for i in range(8):
+            put(s, "Patient", f"p{i}", ("name", StringValue("A", "a")))
+        assert calls and not any(calls)  # ran, and never under the lock
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and frames == copied
+        assert [v.id for v in s.iter_current("Patient")] == [f"p{i}" for i in range(8)]
+    finally:
+        s.close()

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from openrecord.fhir.definitions import definitions
+from openrecord.runtime import settle_heap
 from openrecord.server.rest import FHIRApi, RestConfig
 from openrecord.service.records import RecordService
 from openrecord.store import open_store
@@ -34,12 +35,14 @@ def create_app(config: ServerConfig, store: Store | None = None) -> Application:
     """Build the application; the store is opened here (per worker process)."""
     store = store or open_store(config.database)
     records = RecordService(store, defs=definitions(), tz=config.tz)
+    records.warm_up()
+    settle_heap()
     api = FHIRApi(
         records,
         RestConfig(
             base_path=config.base_path,
             max_body_bytes=config.max_body_bytes,
-            inline_reads=bool(getattr(store, "inline_reads", False)),
+            inline_reads=store.inline_reads,
         ),
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,6 +22,7 @@ from openrecord.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from openrecord.service import access
 from openrecord.service.context import SecurityContext
 from openrecord.service.records import (
+    Prepared,
     RecordService,
     WriteResult,
     check_if_match,
@@ -60,12 +61,12 @@ class Planned:
     url: EntryUrl
     entry: dict[str, Any]
     resource: dict[str, Any] | None = None  # as sent; never modified
-    prepared: dict[str, Any] | None = None  # references resolved, validated
+    prepared: Prepared | None = None  # references resolved, validated, indexed
     target_id: str | None = None
+    assigned: WriteResult | None = None  # an existing match (ifNoneExist): nothing to write
     result: WriteResult | None = None
     status: int = 200
     response_body: Any = None
-    warnings: list[Issue] = field(default_factory=list)
 
 
 def parse_entry_url(url: str) -> EntryUrl:
@@ -96,8 +97,14 @@ class BundleProcessor:
         self.read_handler = read_handler  # answers GET entries (search, read, history)
 
     def process(
-        self, ctx: SecurityContext, bundle: Any, *, return_resources: bool = False
+        self, ctx: SecurityContext, bundle: Any, *, returning: str = "minimal", base: str = ""
     ) -> dict[str, Any]:
+        """Run a batch/transaction Bundle; `returning` is the Prefer: return preference.
+
+        Entries answer with status, location and ETag; "representation" adds each
+        resource, "operationoutcome" each entry's warnings. `base` (the server's FHIR
+        base URL) makes each written entry's absolute fullUrl.
+        """
         if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
             raise FHIRError.of(400, "invalid", "the body is not a Bundle", "Bundle")
         kind = bundle.get("type")
@@ -119,7 +126,7 @@ class BundleProcessor:
         return {
             "resourceType": "Bundle",
             "type": f"{kind}-response",
-            "entry": [self.response_entry(p, return_resources) for p in plans],
+            "entry": [self.response_entry(p, returning, base) for p in plans],
         }
 
     # -- planning ------------------------------------------------------------------------
@@ -164,24 +171,18 @@ class BundleProcessor:
                 except FHIRError as err:
                     raise located(err, p.index) from None
         ordered = sorted(plans, key=lambda p: (_ORDER[p.method], p.index))
+        writes = [p for p in ordered if p.method not in ("GET", "HEAD")]
+        # Most transactions (every Synthea bundle, say) need no database to pick ids and
+        # resolve references: then validation and indexing run before the write lock.
+        ready = self.prepare(None, writes)
 
         def run(tx: WriteTx) -> None:
-            # A retry after a lost race starts again from the request as sent.
-            for p in ordered:
-                p.target_id, p.result, p.status, p.prepared = None, None, 200, None
-            full_urls: dict[str, str] = {}
-            for p in ordered:
+            if not ready:
+                self.prepare(tx, writes)
+            for p in writes:
+                p.result, p.status = p.assigned, 201 if p.assigned is None else 200
+            for p in writes:
                 try:
-                    self.assign(tx, p, full_urls)
-                except FHIRError as err:
-                    raise located(err, p.index) from None
-            for p in ordered:
-                try:
-                    if p.resource is not None and p.method in ("POST", "PUT") and p.result is None:
-                        resolved = rewrite_references(
-                            p.resource, full_urls, lambda ref: self.resolve(tx, ref)
-                        )
-                        p.prepared, p.warnings = records.checked(resolved, p.url.type)
                     self.execute(tx, p)
                 except FHIRError as err:
                     raise located(err, p.index) from None
@@ -191,12 +192,51 @@ class BundleProcessor:
             if p.method in ("GET", "HEAD"):
                 p.status, p.response_body = self.read(ctx, p)
 
-    def assign(self, tx: WriteTx, p: Planned, full_urls: dict[str, str]) -> None:
-        """Decide each write's target id and map its fullUrl to `Type/id`."""
+    def prepare(self, tx: WriteTx | None, writes: list[Planned]) -> bool:
+        """Assign ids, resolve references, validate and index every written resource.
+
+        Without a transaction (`tx` None) this only succeeds when nothing needs the
+        database — no conditional URLs, `ifNoneExist` or conditional references — and
+        answers False otherwise, to be called again inside the transaction.
+        """
+        if tx is None and any(p.url.query or p.entry["request"].get("ifNoneExist") for p in writes):
+            return False
+        for p in writes:
+            p.target_id, p.prepared, p.assigned = None, None, None
+        full_urls: dict[str, str] = {}
+        for p in writes:
+            try:
+                self.assign(tx, p, full_urls)
+            except FHIRError as err:
+                raise located(err, p.index) from None
+
+        def resolve(reference: str) -> str:
+            if tx is None:
+                raise _NeedsDatabase
+            return self.resolve(tx, reference)
+
+        for p in writes:
+            if p.resource is None or p.method not in ("POST", "PUT") or p.assigned is not None:
+                continue
+            try:
+                resolved = rewrite_references(p.resource, full_urls, resolve)
+                p.prepared = self.records.checked(resolved, p.url.type)
+            except _NeedsDatabase:
+                return False
+            except FHIRError as err:
+                raise located(err, p.index) from None
+        return True
+
+    def assign(self, tx: WriteTx | None, p: Planned, full_urls: dict[str, str]) -> None:
+        """Decide each write's target id and map its fullUrl to `Type/id`.
+
+        `tx` is needed only for conditional entries (`prepare` checks that first).
+        """
         records = self.records
         records.require_type(p.url.type)
         if p.method == "DELETE":
             if p.url.query:
+                assert tx is not None
                 found = records.match_one(tx, p.url.type, p.url.query, lock=True)
                 p.target_id = found.id if found else None
             else:
@@ -205,15 +245,15 @@ class BundleProcessor:
         if p.method == "POST":
             if_none_exist = p.entry["request"].get("ifNoneExist")
             if if_none_exist:
+                assert tx is not None
                 found = records.match_one(tx, p.url.type, if_none_exist, lock=True)
                 if found is not None:
-                    p.target_id, p.status = found.id, 200
-                    p.result = WriteResult(found, 200)
+                    p.target_id, p.assigned = found.id, WriteResult(found, 200)
             if p.target_id is None:
                 p.target_id = new_id()
-                p.status = 201
         elif p.method in ("PUT", "PATCH"):
             if p.url.query:
+                assert tx is not None
                 found = records.match_one(tx, p.url.type, p.url.query, lock=True)
                 resource_id = p.resource.get("id") if p.resource else None
                 p.target_id = found.id if found else (resource_id or new_id())
@@ -247,13 +287,13 @@ class BundleProcessor:
         elif p.method == "POST":
             if p.result is None and p.prepared is not None and target is not None:
                 version = records.write(tx, type, target, p.prepared, None, "POST")
-                p.result, p.status = WriteResult(version, 201, p.warnings), 201
+                p.result, p.status = WriteResult(version, 201, p.prepared.warnings), 201
         elif p.method == "PUT":
             assert p.prepared is not None and target is not None
-            if p.prepared.get("id", target) != target:
+            if p.prepared.resource.get("id", target) != target:
                 raise FHIRError.of(400, "invalid", "resource id differs from the request url")
-            resource = {**p.prepared, "id": target}
-            p.result = records.update_in(tx, type, target, resource, if_match, p.warnings)
+            prepared = replace(p.prepared, resource={**p.prepared.resource, "id": target})
+            p.result = records.update_in(tx, type, target, prepared, if_match)
             p.status = p.result.status
         elif p.method == "PATCH":
             assert target is not None
@@ -277,12 +317,11 @@ class BundleProcessor:
             raise FHIRError.of(
                 400, "invalid", "a PATCH entry needs a Parameters or Binary (JSON Patch) resource"
             )
-        resource, warnings = self.records.checked(after, type)
-        if same_content(current.data, resource):
+        prepared = self.records.checked(after, type)
+        if same_content(current.data, prepared.resource):
             return WriteResult(current, 200)
-        return WriteResult(
-            self.records.write(tx, type, id, resource, current, "PATCH"), 200, warnings
-        )
+        version = self.records.write(tx, type, id, prepared, current, "PATCH")
+        return WriteResult(version, 200, prepared.warnings)
 
     # -- batch ---------------------------------------------------------------------------
 
@@ -338,14 +377,15 @@ class BundleProcessor:
 
     # -- response ------------------------------------------------------------------------
 
-    def response_entry(self, p: Planned, return_resources: bool) -> dict[str, Any]:
+    def response_entry(self, p: Planned, returning: str, base: str) -> dict[str, Any]:
         if p.result is not None:
             out: dict[str, Any] = {"response": entry_response(p.result.version, p.status)}
             if p.result.version.data is not None:
-                out["fullUrl"] = f"{p.result.version.type}/{p.result.version.id}"
-                if return_resources:
+                if base:
+                    out["fullUrl"] = f"{base}/{p.result.version.type}/{p.result.version.id}"
+                if returning == "representation":
                     out["resource"] = orjson.Fragment(p.result.version.data)
-            if p.result.issues:
+            if p.result.issues and returning == "operationoutcome":
                 out["response"]["outcome"] = operation_outcome(p.result.issues)
             return out
         if p.response_body is not None and p.status >= 400:
@@ -354,6 +394,10 @@ class BundleProcessor:
         if p.response_body is not None:
             out["resource"] = p.response_body
         return out
+
+
+class _NeedsDatabase(Exception):
+    """A conditional reference: resolving it needs the transaction."""
 
 
 def located(err: FHIRError, index: int) -> FHIRError:

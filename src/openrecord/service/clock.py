@@ -24,8 +24,12 @@ def now_micros() -> int:
 
 def instant(micros: int) -> str:
     """A FHIR `instant` in UTC with microseconds, e.g. 2026-11-28T19:22:35.123456Z."""
-    dt = _EPOCH + timedelta(microseconds=micros)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    seconds, fraction = divmod(micros, 1_000_000)
+    t = time.gmtime(seconds)  # several times faster than datetime.strftime, on every write
+    return (
+        f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+        f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{fraction:06d}Z"
+    )
 
 
 def parse_instant(text: str) -> int:

@@ -22,6 +22,7 @@ from openrecord.fhir.outcome import FHIRError, Issue
 from openrecord.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from openrecord.fhir.search_index import IndexExtractor
 from openrecord.fhir.search_query import ParsedSearch, parse_search
+from openrecord.fhir.search_values import IndexEntry
 from openrecord.fhir.validation import validate_resource
 from openrecord.service import access
 from openrecord.service.clock import instant, now_micros
@@ -31,12 +32,13 @@ from openrecord.store.base import (
     Method,
     Store,
     StoredVersion,
+    UnsupportedSearch,
     VersionConflict,
     WriteTx,
 )
 from openrecord.store.query import SearchQuery
 
-__all__ = ["RecordService", "SearchResult", "WriteResult"]
+__all__ = ["Prepared", "RecordService", "SearchResult", "WriteResult"]
 
 T = TypeVar("T")
 _RETRIES = 5
@@ -47,6 +49,15 @@ class WriteResult:
     version: StoredVersion
     status: int  # 200 or 201 (204 for deletes)
     issues: list[Issue] = field(default_factory=list)  # warnings worth returning
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A validated resource and its search-index entries, ready to be written."""
+
+    resource: dict[str, Any]
+    index: list[IndexEntry]
+    warnings: list[Issue] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +80,12 @@ class RecordService:
         self.defs = defs or definitions()
         self.tz = tz
         self.indexer = IndexExtractor(self.defs, tz)
+
+    def warm_up(self) -> None:
+        """Compile every search expression and element map now, not on first use."""
+        self.indexer.compile_all()
+        for type_name in self.defs.resource_types:
+            self.defs.children((type_name, ""))
 
     # -- reads -------------------------------------------------------------------------
 
@@ -118,12 +135,29 @@ class RecordService:
         access.check(ctx, "search", type)
         if type is not None:
             self.require_type(type)
-        parsed = parse_search(type, list(params), self.defs, self.tz)
+        params = list(params)
+        if type is None:
+            named = [
+                t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()
+            ]
+            for name in named:
+                self.require_type(name)
+            if len(set(named)) > 1:
+                raise FHIRError.of(
+                    400, "not-supported", "_type with several types is not supported yet", "_type"
+                )
+            if named:
+                # One type: the search is that type's, with all its parameters.
+                type = named[0]
+                params = [(k, v) for k, v in params if k != "_type"]
+        parsed = parse_search(type, params, self.defs, self.tz)
         query = parsed.query
         wanted = query.count
         query.count = wanted + 1  # one more tells whether a next page exists
         try:
             page = self.store.search(query)
+        except UnsupportedSearch as err:
+            raise FHIRError.of(400, "not-supported", str(err)) from None
         finally:
             query.count = wanted
         more = len(page.resources) > wanted
@@ -140,16 +174,15 @@ class RecordService:
         if_none_exist: str | None = None,
     ) -> WriteResult:
         access.check(ctx, "create", type)
-        resource, warnings = self.checked(body, type)
+        prepared = self.checked(body, type)
 
         def run(tx: WriteTx) -> WriteResult:
             if if_none_exist:
                 existing = self.match_one(tx, type, if_none_exist, lock=True)
                 if existing is not None:
                     return WriteResult(existing, 200)
-            return WriteResult(
-                self.write(tx, type, new_id(), resource, None, "POST"), 201, warnings
-            )
+            version = self.write(tx, type, new_id(), prepared, None, "POST")
+            return WriteResult(version, 201, prepared.warnings)
 
         return self.in_transaction(run)
 
@@ -163,7 +196,8 @@ class RecordService:
         if_match: str | None = None,
     ) -> WriteResult:
         access.check(ctx, "update", type)
-        resource, warnings = self.checked(body, type)
+        prepared = self.checked(body, type)
+        resource = prepared.resource
         if "id" not in resource:
             raise FHIRError.of(400, "required", "the resource has no id", f"{type}.id")
         if resource["id"] != id:
@@ -175,7 +209,7 @@ class RecordService:
             )
 
         def run(tx: WriteTx) -> WriteResult:
-            return self.update_in(tx, type, id, resource, if_match, warnings)
+            return self.update_in(tx, type, id, prepared, if_match)
 
         return self.in_transaction(run)
 
@@ -189,16 +223,16 @@ class RecordService:
         if_match: str | None = None,
     ) -> WriteResult:
         access.check(ctx, "update", type)
-        resource, warnings = self.checked(body, type)
+        prepared = self.checked(body, type)
+        resource = prepared.resource
 
         def run(tx: WriteTx) -> WriteResult:
             found = self.match_one(tx, type, criteria, lock=True)
             if found is None:
                 if "id" in resource:
-                    return self.update_in(tx, type, resource["id"], resource, if_match, warnings)
-                return WriteResult(
-                    self.write(tx, type, new_id(), resource, None, "PUT"), 201, warnings
-                )
+                    return self.update_in(tx, type, resource["id"], prepared, if_match)
+                version = self.write(tx, type, new_id(), prepared, None, "PUT")
+                return WriteResult(version, 201, prepared.warnings)
             if resource.get("id", found.id) != found.id:
                 raise FHIRError.of(
                     400,
@@ -206,7 +240,7 @@ class RecordService:
                     "the resource id differs from the one the criteria match",
                     f"{type}.id",
                 )
-            return self.update_in(tx, type, found.id, resource, if_match, warnings)
+            return self.update_in(tx, type, found.id, prepared, if_match)
 
         return self.in_transaction(run)
 
@@ -239,10 +273,11 @@ class RecordService:
                 raise FHIRError.of(
                     422, "processing", "a patch may not change the resource type or id"
                 )
-            resource, warnings = self.checked(after, type)
-            if same_content(current.data, resource):
+            prepared = self.checked(after, type)
+            if same_content(current.data, prepared.resource):
                 return WriteResult(current, 200)
-            return WriteResult(self.write(tx, type, id, resource, current, "PATCH"), 200, warnings)
+            version = self.write(tx, type, id, prepared, current, "PATCH")
+            return WriteResult(version, 200, prepared.warnings)
 
         return self.in_transaction(run)
 
@@ -301,8 +336,12 @@ class RecordService:
         if type not in self.defs.resource_types:
             raise FHIRError.of(404, "not-supported", f"{type!r} is not a FHIR R4 resource type")
 
-    def checked(self, body: Any, type: str) -> tuple[dict[str, Any], list[Issue]]:
-        """The body as a resource of `type`, or 400/422 with every issue found."""
+    def checked(self, body: Any, type: str) -> Prepared:
+        """The body validated as a resource of `type`, with its search index.
+
+        Runs before the write transaction opens, so that the CPU-heavy work of a write
+        does not hold the database's write lock. 400/422 with every issue found.
+        """
         self.require_type(type)
         if not isinstance(body, dict):
             raise FHIRError.of(400, "structure", "the body is not a JSON object")
@@ -317,24 +356,26 @@ class RecordService:
         errors = [i for i in issues if i.severity in ("error", "fatal")]
         if errors:
             raise FHIRError(422, errors)
-        return body, [i for i in issues if i not in errors]
+        # versionId/lastUpdated are stamped later; no search parameter reads them.
+        return Prepared(body, self.indexer.extract(body), [i for i in issues if i not in errors])
 
     def update_in(
         self,
         tx: WriteTx,
         type: str,
         id: str,
-        resource: dict[str, Any],
+        prepared: Prepared,
         if_match: str | None,
-        warnings: list[Issue],
     ) -> WriteResult:
         current = tx.current(type, id)
         check_if_match(if_match, current)
         if current is not None and current.data is not None:
-            if same_content(current.data, resource):
+            if same_content(current.data, prepared.resource):
                 return WriteResult(current, 200)
-            return WriteResult(self.write(tx, type, id, resource, current, "PUT"), 200, warnings)
-        return WriteResult(self.write(tx, type, id, resource, current, "PUT"), 201, warnings)
+            version = self.write(tx, type, id, prepared, current, "PUT")
+            return WriteResult(version, 200, prepared.warnings)
+        version = self.write(tx, type, id, prepared, current, "PUT")
+        return WriteResult(version, 201, prepared.warnings)
 
     def delete_in(
         self, tx: WriteTx, type: str, id: str, if_match: str | None
@@ -353,21 +394,21 @@ class RecordService:
         tx: WriteTx,
         type: str,
         id: str,
-        resource: dict[str, Any],
+        prepared: Prepared,
         current: StoredVersion | None,
         method: Method,
     ) -> StoredVersion:
-        """Stamp id/meta, index and store a new version of a validated resource."""
+        """Stamp id and meta on a prepared resource and store it as the next version."""
         number = current.version + 1 if current is not None else 1
         now = now_micros()
+        resource = prepared.resource
         meta = dict(resource.get("meta") or {})
         meta["versionId"] = str(number)
         meta["lastUpdated"] = instant(now)
         stamped = {"resourceType": type, "id": id, "meta": meta}
         stamped.update((k, v) for k, v in resource.items() if k not in stamped)
-        data = orjson.dumps(stamped)
-        version = StoredVersion(type, id, number, now, method, data)
-        tx.put(version, self.indexer.extract(stamped))
+        version = StoredVersion(type, id, number, now, method, orjson.dumps(stamped))
+        tx.put(version, prepared.index)
         return version
 
     def match_one(
@@ -378,7 +419,10 @@ class RecordService:
         if lock:
             tx.lock(f"{type}?{criteria}")
         query.count = 2
-        found = tx.search(query).resources
+        try:
+            found = tx.search(query).resources
+        except UnsupportedSearch as err:
+            raise FHIRError.of(400, "not-supported", str(err)) from None
         if len(found) > 1:
             raise FHIRError.of(
                 412, "multiple-matches", f"the criteria {criteria!r} match more than one {type}"

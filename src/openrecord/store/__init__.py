@@ -11,6 +11,7 @@ from openrecord.store.base import (
     SearchPage,
     Store,
     StoredVersion,
+    UnsupportedSearch,
     VersionConflict,
     WriteTx,
 )
@@ -27,7 +28,6 @@ from openrecord.store.query import (
     TokenCriterion,
     UriCriterion,
 )
-from openrecord.store.sql_search import UnsupportedSearch
 
 __all__ = [
     "Condition",

@@ -12,6 +12,7 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -69,8 +70,8 @@ KIND_OF: dict[type[Any], str] = {
     CompositeValue: "composite",
 }
 
-# (rid, type, id, version, last_updated, deleted, data)
-ResourceRow = tuple[int, str, str, int, int, bool, bytes | None]
+# (rid, type, id, version, last_updated, deleted)
+ResourceRow = tuple[int, str, str, int, int, bool]
 # (rid, type, id, version, last_updated, method, data)
 HistoryRow = tuple[int, str, str, int, int, str, bytes | None]
 Row = tuple[Any, ...]
@@ -89,10 +90,28 @@ def norm_text(text: str) -> str:
     return n
 
 
+def _getter(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    fields: tuple[str, ...] = cls.__slots__
+    if len(fields) == 1:
+        one = attrgetter(fields[0])
+
+        def single(v: Any) -> tuple[Any, ...]:
+            return (one(v),)
+
+        return single
+    return attrgetter(*fields)
+
+
+# each value class's fields, in declaration order, as one C call (composite_key is
+# computed inside the write lock)
+_FIELDS = {cls: _getter(cls) for cls in KIND_OF}
+
+
 def _component(v: SearchValue) -> list[Any]:
-    if isinstance(v, CompositeValue):
-        return ["composite", [_component(c) for c in v.components]]
-    return [KIND_OF[type(v)], *(getattr(v, f) for f in v.__slots__)]
+    cls = v.__class__
+    if cls is CompositeValue:
+        return ["composite", [_component(c) for c in v.components]]  # type: ignore[union-attr]
+    return [KIND_OF[cls], *_FIELDS[cls](v)]
 
 
 def composite_key(v: CompositeValue) -> str:
@@ -150,7 +169,7 @@ class SqlStore(Store):
     def read(self, type: str, id: str) -> StoredVersion | None:
         with self.reader() as fetch:
             rows = fetch(
-                "SELECT r.type, r.id, r.version, r.last_updated, h.method, r.data, h.seq"
+                "SELECT r.type, r.id, r.version, r.last_updated, h.method, h.data, h.seq"
                 " FROM resource r JOIN history h ON h.rid = r.rid AND h.version = r.version"
                 " WHERE r.type = ? AND r.id = ?",
                 [type, id],
@@ -233,7 +252,7 @@ class SqlStore(Store):
             params: list[Any] = [type] if type is not None else []
             with self.reader() as fetch:
                 rows = fetch(
-                    "SELECT r.type, r.id, r.version, r.last_updated, h.method, r.data, h.seq,"
+                    "SELECT r.type, r.id, r.version, r.last_updated, h.method, h.data, h.seq,"
                     " r.rid FROM resource r"
                     " JOIN history h ON h.rid = r.rid AND h.version = r.version"
                     f" WHERE {cond}r.deleted = {self.dialect.false} AND r.rid > ?"
@@ -298,6 +317,10 @@ class BufferedTx(WriteTx):
         return found[1]
 
     def put(self, version: StoredVersion, index: Sequence[IndexEntry]) -> None:
+        if version.version == 1 and version.method == "POST":
+            # A create: the record service assigned a fresh UUID, so there is no row to
+            # look up (a clash would still fail the unique key, never overwrite).
+            self.known.setdefault((version.type, version.id), None)
         self.pending.append((version, index))
         self.latest[(version.type, version.id)] = version
         if len(self.pending) >= FLUSH_EVERY:
@@ -351,7 +374,7 @@ class BufferedTx(WriteTx):
                 rid = alloc()
                 known[key] = rid
                 fresh.add(rid)
-            row = (rid, v.type, v.id, v.version, v.last_updated, v.data is None, v.data)
+            row = (rid, v.type, v.id, v.version, v.last_updated, v.data is None)
             (new if rid in fresh else updated)[rid] = row
             history.append((rid, v.type, v.id, v.version, v.last_updated, v.method, v.data))
             final[rid] = (v.type, index if v.data is not None else ())

@@ -17,7 +17,15 @@ from typing import Literal
 from openrecord.fhir.search_values import IndexEntry
 from openrecord.store.query import SearchQuery
 
-__all__ = ["HistoryPage", "SearchPage", "Store", "StoredVersion", "VersionConflict", "WriteTx"]
+__all__ = [
+    "HistoryPage",
+    "SearchPage",
+    "Store",
+    "StoredVersion",
+    "UnsupportedSearch",
+    "VersionConflict",
+    "WriteTx",
+]
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
 
@@ -50,6 +58,10 @@ class SearchPage:
     total: int | None  # only when the query asked for it
 
 
+class UnsupportedSearch(ValueError):
+    """A modifier or criterion this store cannot answer (the caller answers 400)."""
+
+
 class VersionConflict(Exception):
     """Another writer created the same version concurrently (unique key violated)."""
 
@@ -63,7 +75,11 @@ class WriteTx(ABC):
 
     @abstractmethod
     def put(self, version: StoredVersion, index: Sequence[IndexEntry]) -> None:
-        """Append `version` to history, make it current and replace the row's index."""
+        """Append `version` to history, make it current and replace the row's index.
+
+        Version 1 written with method POST is taken to be a new id (the caller made it
+        unique), so the store does not look for an existing row first.
+        """
 
     @abstractmethod
     def search(self, query: SearchQuery) -> SearchPage:
@@ -75,6 +91,10 @@ class WriteTx(ABC):
 
 
 class Store(ABC):
+    #: Reads are quick and never wait for writers (SQLite WAL on a local file): the
+    #: server may answer them on its event loop instead of a worker thread.
+    inline_reads: bool = False
+
     @abstractmethod
     def read(self, type: str, id: str) -> StoredVersion | None: ...
 

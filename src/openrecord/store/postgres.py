@@ -45,7 +45,6 @@ _TYPES: dict[str, tuple[tuple[str, str], ...]] = {
         ("version", "int"),
         ("last_updated", "bigint"),
         ("deleted", "bool"),
-        ("data", "bytea"),
     ),
     "history": (
         ("rid", "bigint"),
@@ -148,13 +147,11 @@ def _insert(cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]]) -
 
 _UPDATE = (
     "UPDATE resource r SET version = u.version, last_updated = u.last_updated,"
-    " deleted = u.deleted, data = u.data"
-    " FROM unnest(%b::bigint[], %b::int[], %b::bigint[], %b::bool[], %b::bytea[])"
-    " AS u(rid, version, last_updated, deleted, data) WHERE r.rid = u.rid"
+    " deleted = u.deleted"
+    " FROM unnest(%b::bigint[], %b::int[], %b::bigint[], %b::bool[])"
+    " AS u(rid, version, last_updated, deleted) WHERE r.rid = u.rid"
 )
-_UPDATE_ONE = (
-    "UPDATE resource SET version = %b, last_updated = %b, deleted = %b, data = %b WHERE rid = %b"
-)
+_UPDATE_ONE = "UPDATE resource SET version = %b, last_updated = %b, deleted = %b WHERE rid = %b"
 
 
 @lru_cache(maxsize=1024)
@@ -307,7 +304,7 @@ class PostgresTx(BufferedTx):
 
     def select_current(self, type: str, id: str) -> tuple[int, StoredVersion] | None:
         row = self.conn.execute(
-            "SELECT r.type, r.id, r.version, r.last_updated, h.method, r.data, h.seq, r.rid"
+            "SELECT r.type, r.id, r.version, r.last_updated, h.method, h.data, h.seq, r.rid"
             " FROM resource r JOIN history h ON h.rid = r.rid AND h.version = r.version"
             " WHERE r.type = %s AND r.id = %s FOR UPDATE OF r",
             (type, id),
@@ -362,12 +359,12 @@ class PostgresTx(BufferedTx):
                     _insert(cur, "resource", new)
                 if len(updated) == 1:
                     r = updated[0]
-                    cur.execute(_UPDATE_ONE, (r[3], r[4], r[5], r[6], r[0]))
+                    cur.execute(_UPDATE_ONE, (r[3], r[4], r[5], r[0]))
                     for table in _INDEX_TABLES:
                         cur.execute(f"DELETE FROM {table} WHERE rid = %b", (r[0],))
                 elif updated:
                     cols = [list(c) for c in zip(*updated, strict=True)]
-                    cur.execute(_UPDATE, [cols[0], cols[3], cols[4], cols[5], cols[6]])
+                    cur.execute(_UPDATE, [cols[0], cols[3], cols[4], cols[5]])
                     # an array literal: cheap to build, and `= ANY` plans as an index scan
                     rids = "{" + ",".join(map(str, cols[0])) + "}"
                     for table in _INDEX_TABLES:

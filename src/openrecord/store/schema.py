@@ -48,14 +48,15 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         1,
         "initial schema",
         (
+            # The current version's body is read from its history row (rid, version):
+            # each version is stored once.
             """CREATE TABLE resource (
                 rid INTEGER PRIMARY KEY,
                 type TEXT NOT NULL,
                 id TEXT NOT NULL,
                 version INTEGER NOT NULL,
                 last_updated INTEGER NOT NULL,
-                deleted INTEGER NOT NULL,
-                data BLOB
+                deleted INTEGER NOT NULL
             )""",
             # read/vread/current by logical id; concurrent creates of one id conflict here
             "CREATE UNIQUE INDEX resource_type_id ON resource (type, id)",
@@ -136,8 +137,11 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
             # id first: serves both "Type/id" and a bare id (any type)
             "CREATE INDEX idx_reference_id ON idx_reference (pid, ref_id, ref_type, rid)",
-            # absolute and canonical references
-            "CREATE INDEX idx_reference_url ON idx_reference (pid, url, rid)",
+            # absolute and canonical references. Partial: most references are relative
+            # (url NULL) and need no entry here; every url criterion (=, range, <>)
+            # implies url IS NOT NULL, so the planner still uses it. :missing scans by
+            # pid use idx_reference_id, which stays complete.
+            "CREATE INDEX idx_reference_url ON idx_reference (pid, url, rid) WHERE url IS NOT NULL",
             """CREATE TABLE idx_uri (
                 rid INTEGER NOT NULL, n INTEGER NOT NULL, pid INTEGER NOT NULL,
                 value TEXT NOT NULL,
@@ -165,14 +169,14 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         (
             # rids are allocated in blocks by the writer (see postgres.py)
             "CREATE SEQUENCE resource_rid_seq AS bigint",
+            # The current version's body is read from its history row (rid, version).
             """CREATE TABLE resource (
                 rid bigint PRIMARY KEY,
                 type text COLLATE "C" NOT NULL,
                 id text COLLATE "C" NOT NULL,
                 version integer NOT NULL,
                 last_updated bigint NOT NULL,
-                deleted boolean NOT NULL,
-                data bytea
+                deleted boolean NOT NULL
             )""",
             # read/vread/current by logical id; concurrent creates of one id conflict here
             "CREATE UNIQUE INDEX resource_type_id ON resource (type, id)",
@@ -257,8 +261,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
             # id first: serves both "Type/id" and a bare id (any type)
             "CREATE INDEX idx_reference_id ON idx_reference (pid, ref_id, ref_type, rid)",
-            # absolute and canonical references
-            "CREATE INDEX idx_reference_url ON idx_reference (pid, url, rid)",
+            # absolute and canonical references. Partial: most references are relative
+            # (url NULL) and need no entry here; every url criterion (=, range, <>)
+            # implies url IS NOT NULL, so the planner still uses it. :missing scans by
+            # pid use idx_reference_id, which stays complete.
+            "CREATE INDEX idx_reference_url ON idx_reference (pid, url, rid) WHERE url IS NOT NULL",
             """CREATE TABLE idx_uri (
                 rid bigint NOT NULL, n integer NOT NULL, pid integer NOT NULL,
                 value text COLLATE "C" NOT NULL,

@@ -28,7 +28,7 @@ from hashlib import blake2b
 from typing import Any
 
 from openrecord.fhir.search_common import normalize_string
-from openrecord.store.base import SearchPage, StoredVersion
+from openrecord.store.base import SearchPage, StoredVersion, UnsupportedSearch
 from openrecord.store.query import (
     Condition,
     Criterion,
@@ -50,7 +50,6 @@ __all__ = [
     "SQLITE",
     "TOKEN_HASHES",
     "Dialect",
-    "UnsupportedSearch",
     "build_search",
     "prefix_upper_bound",
     "run_search",
@@ -90,14 +89,10 @@ _SORT_COLUMNS = {
     "uri": ("value", "value"),
 }
 
-SELECT_COLUMNS = "r.type, r.id, r.version, r.last_updated, h.method, r.data, h.seq"
+SELECT_COLUMNS = "r.type, r.id, r.version, r.last_updated, h.method, h.data, h.seq"
 _FROM = "resource r JOIN history h ON h.rid = r.rid AND h.version = r.version"
 
 TOKEN_HASHES: dict[tuple[str | None, str | None], int] = {}  # token_hash() memo
-
-
-class UnsupportedSearch(ValueError):
-    """A modifier or criterion this store cannot answer (the caller answers 400)."""
 
 
 @dataclass(frozen=True, slots=True)
