@@ -143,6 +143,44 @@ def breakdown(bundles: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def phases(bundles: list[dict[str, Any]], folder: Path) -> dict[str, float]:
+    """Seconds spent in each stage of an in-process ingest (wall clock, timers included)."""
+    import collections
+    import functools
+
+    from openrecord.fhir.search_index import IndexExtractor
+    from openrecord.service import bundles as bundle_module
+    from openrecord.service import records as records_module
+    from openrecord.store import _common, sqlite
+
+    spent: collections.Counter[str] = collections.Counter()
+
+    def timed(owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                spent[label] += time.perf_counter() - t
+
+        setattr(owner, name, wrapper)
+
+    timed(bundle_module, "rewrite_references", "resolve urn:uuid references (outside lock)")
+    timed(records_module, "validate_resource", "validation (outside lock)")
+    timed(IndexExtractor, "extract", "index extraction (outside lock)")
+    timed(bundle_module.BundleProcessor, "execute", "stamp id/meta + serialize (in lock)")
+    timed(sqlite.SqliteTx, "write_rows", "SQLite inserts (in lock)")
+    timed(_common.BufferedTx, "index_rows", "index rows built (in lock)")
+    timed(
+        records_module.RecordService, "in_transaction", "whole write transaction, commit included"
+    )
+    openrecord_ingest(copy(bundles), f"sqlite:///{folder / 'phases.sqlite'}")
+    return dict(spent)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--database", help="PostgreSQL URL (default: a fresh SQLite file)")
@@ -152,7 +190,7 @@ def main() -> None:
         action="store_true",
         help="POST the Bundles to `openrecord serve --workers 2` instead of in-process",
     )
-    ap.add_argument("--clients", type=int, default=2, help="concurrent HTTP clients (--http)")
+    ap.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients (--http)")
     args = ap.parse_args()
     bundles = load_bundles()
     n = sum(len(b["entry"]) for b in bundles)
@@ -187,6 +225,8 @@ def main() -> None:
         best["openrecord"] = min(best.get("openrecord", 1e9), ours)
         best["floor"] = min(best.get("floor", 1e9), floor)
     parts = breakdown(bundles)
+    with tempfile.TemporaryDirectory() as tmp:
+        stages = phases(bundles, Path(tmp))
     print(
         f"best: openrecord {n / best['openrecord']:,.0f} res/s; floor {n / best['floor']:,.0f} res/s"
     )
@@ -197,6 +237,9 @@ def main() -> None:
         else:
             print(f"  {name:<26} {seconds / n * 1e6:7.1f} µs")
     print(f"  total per resource (ours)  {best['openrecord'] / n * 1e6:7.1f} µs")
+    print("stages of one in-process ingest (per resource, timers included):")
+    for name, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<44} {seconds / n * 1e6:7.1f} µs")
 
 
 if __name__ == "__main__":
