@@ -45,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="no authorization (development only); currently every server is open",
     )
+    serve.add_argument(
+        "--max-body-mb",
+        type=int,
+        default=int(os.environ.get("OPENRECORD_MAX_BODY_BYTES", 64 * 2**20)) // 2**20,
+        metavar="MB",
+        help="largest request body accepted, in MiB; larger ones get 413 (default 64)",
+    )
     serve.add_argument("--log-level", default="info")
 
     imp = sub.add_parser("import", help="import FHIR JSON, NDJSON or Bundles (files or folders)")
@@ -76,6 +83,7 @@ def serve_command(args: argparse.Namespace, database: str) -> int:
     # Open once here so migrations run before the workers start.
     open_store(database).close()
     os.environ["OPENRECORD_DATABASE"] = database
+    os.environ["OPENRECORD_MAX_BODY_BYTES"] = str(args.max_body_mb * 2**20)
     print(
         f"openrecord: FHIR R4 at http://{args.host}:{args.port}/fhir (database {redact(database)})",
         file=sys.stderr,

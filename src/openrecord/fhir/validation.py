@@ -1,18 +1,18 @@
 """Base-R4 validation of a resource's JSON, run on every write.
 
 Checks what the core specification alone can decide (no profiles, no terminology
-server): the JSON format rules, element names and JSON types, primitive formats,
-cardinality, choice types, required bindings, reference forms and targets,
-contained resources, and the FHIRPath invariants (see `invariants`). It walks the
-instance once against per-node tables built lazily from `definitions()`, so the
-cost is a few dict look-ups per property. Every issue's `expression` is the
-FHIRPath location of the offending element, e.g. `Patient.name[0].given[1]`.
+server): the JSON format rules, element names and JSON types, primitive formats
+(see `validation_primitives`), cardinality, choice types, required bindings,
+reference forms and targets, contained resources, and the FHIRPath invariants (see
+`invariants`). It walks the instance once against per-node tables built lazily
+from `definitions()`, so the cost is a few dict look-ups per property. Every issue's
+`expression` is the FHIRPath location of the offending element, e.g.
+`Patient.name[0].given[1]`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,180 +24,28 @@ from openrecord.fhir.definitions import (
     definitions,
 )
 from openrecord.fhir.invariants import Invariant, choice_keys, invariants_for
-from openrecord.fhir.outcome import Issue, Severity
+from openrecord.fhir.outcome import Issue
+from openrecord.fhir.validation_primitives import (
+    Finding,
+    PrimitiveCheck,
+    check_nothing,
+    json_kind,
+    primitive_check,
+)
 
 __all__ = ["validate_resource"]
 
 Json = dict[str, Any]
-# A primitive check returns None when the JSON value is fine, else (severity, code, message).
-Finding = tuple[Severity, str, str]
-PrimitiveCheck = Callable[[Any], Finding | None]
 
 _PRIM, _EXT, _COMPLEX, _RESOURCE, _CONTAINED = range(5)  # what a property holds
 _ONE_PRIMITIVE, _ONE_COMPLEX, _ARRAY, _EXTENSION_PART, _ONE_RESOURCE = range(5)  # how
 _PLAIN, _REFERENCE, _EXTENSION, _BOUND_CONCEPT = range(4)  # datatypes with extra rules
-_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-_INT_FLOOR = {"integer": _INT_MIN, "positiveInt": 1, "unsignedInt": 0}
-_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-# The spec's string/markdown regex `[ \r\n\t\S]+` together with the datatypes rule
-# "no characters below U+0020 except tab, CR, LF" is exactly this exclusion.
-_FORBIDDEN_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_NON_CAPTURING = re.compile(r"(?<!\\)\((?!\?)")
-_BASE64 = re.compile(r"[0-9a-zA-Z+/=]*")
 _ABSOLUTE_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
 _LOCAL_TARGET_TYPES = ("canonical", "uri", "url")
 # Compiled as an enumeration (the spec's expansion of common units), but the value set
 # is all of UCUM's grammar: any valid UCUM expression is in it.
 _NOT_AN_ARRAY = "expected a single value, not an array (max cardinality 1)"
 _GRAMMAR_VALUE_SETS = frozenset({"http://hl7.org/fhir/ValueSet/ucum-units"})
-
-
-# ---------------------------------------------------------------------------------------
-# primitive value checks
-
-
-def _check_nothing(v: Any) -> Finding | None:
-    return None
-
-
-def _check_boolean(v: Any) -> Finding | None:
-    if v is True or v is False:
-        return None
-    return "error", "structure", f"expected a JSON boolean, got {_json_kind(v)}"
-
-
-def _check_decimal(v: Any) -> Finding | None:
-    if type(v) is int or type(v) is float:
-        return None
-    return "error", "structure", f"expected a JSON number, got {_json_kind(v)}"
-
-
-def _integer_check(type_code: str) -> PrimitiveCheck:
-    floor = _INT_FLOOR[type_code]
-
-    def check(v: Any) -> Finding | None:
-        if type(v) is not int:
-            return "error", "structure", f"expected a JSON integer, got {_json_kind(v)}"
-        if not floor <= v <= _INT_MAX:
-            return "error", "value", f"{v} is out of range for {type_code}"
-        return None
-
-    return check
-
-
-def _check_xhtml(v: Any) -> Finding | None:
-    if type(v) is not str:
-        return "error", "structure", f"expected a JSON string, got {_json_kind(v)}"
-    if not v:
-        return "error", "structure", "empty string (strings SHALL NOT be empty)"
-    if not v.startswith("<div"):
-        return "error", "value", "xhtml must be a <div> element"
-    return None
-
-
-def _check_text(v: Any) -> Finding | None:
-    """string: any characters but most control characters; no surrounding whitespace."""
-    found = _check_markdown(v)
-    if found is None and (v[0].isspace() or v[-1].isspace()):
-        return "warning", "value", "string has leading or trailing whitespace"
-    return found
-
-
-def _check_markdown(v: Any) -> Finding | None:
-    """markdown (and string): not empty, not only whitespace, no control characters."""
-    if type(v) is not str:
-        return "error", "structure", f"expected a JSON string, got {_json_kind(v)}"
-    if not v:
-        return "error", "structure", "empty string (strings SHALL NOT be empty)"
-    if _FORBIDDEN_CONTROL.search(v):
-        return "error", "value", "string contains control characters"
-    if v.isspace():
-        return "warning", "value", "string is only whitespace"
-    return None
-
-
-def _check_base64(v: Any) -> Finding | None:
-    # Native form of the spec regex `(\s*([0-9a-zA-Z\+/=]){4}\s*)+`: the regex
-    # backtracks badly on large attachments.
-    if type(v) is not str:
-        return "error", "structure", f"expected a JSON string, got {_json_kind(v)}"
-    if not v:
-        return "error", "structure", "empty string (strings SHALL NOT be empty)"
-    compact = "".join(v.split())
-    if len(compact) % 4 or not _BASE64.fullmatch(compact):
-        return "error", "value", "invalid base64Binary"
-    return None
-
-
-_MONTH_DAYS = frozenset(
-    f"{m:02d}-{d:02d}" for m, n in enumerate(_DAYS, start=1) for d in range(1, n + 1)
-)
-
-
-def _valid_day(v: str) -> bool:
-    """The regexes allow 2021-02-31; a real calendar date is required."""
-    if v[5:10] == "02-29":
-        year = int(v[:4])
-        return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
-    return v[5:10] in _MONTH_DAYS
-
-
-def _pattern_check(type_code: str, pattern: str) -> PrimitiveCheck:
-    # Java-style regexes: `\s`/`\S` are ASCII classes there. Non-capturing groups
-    # match the same strings and run about a third faster.
-    rx = re.compile(_NON_CAPTURING.sub("(?:", pattern), re.ASCII)
-    calendar = type_code in ("date", "dateTime", "instant")
-
-    def check(v: Any) -> Finding | None:
-        if type(v) is not str:
-            return "error", "structure", f"expected a JSON string, got {_json_kind(v)}"
-        if not v:
-            return "error", "structure", "empty string (strings SHALL NOT be empty)"
-        if rx.fullmatch(v) is None or (calendar and len(v) >= 10 and not _valid_day(v)):
-            return "error", "value", f"{v!r} is not a valid {type_code}"
-        return None
-
-    return check
-
-
-_CHECKS: dict[str, PrimitiveCheck] = {}
-
-
-def _primitive_check(type_code: str) -> PrimitiveCheck:
-    found = _CHECKS.get(type_code)
-    if found is None:
-        found = _CHECKS[type_code] = _make_primitive_check(type_code)
-    return found
-
-
-def _make_primitive_check(type_code: str) -> PrimitiveCheck:
-    if type_code == "boolean":
-        return _check_boolean
-    if type_code == "decimal":
-        return _check_decimal
-    if type_code in _INT_FLOOR:
-        return _integer_check(type_code)
-    if type_code == "xhtml":
-        return _check_xhtml
-    if type_code == "string":
-        return _check_text
-    if type_code == "markdown":
-        return _check_markdown
-    if type_code == "base64Binary":
-        return _check_base64
-    return _pattern_check(type_code, definitions().primitive_patterns[type_code].pattern)
-
-
-def _json_kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "a boolean"
-    if isinstance(v, int | float):
-        return "a number"
-    if isinstance(v, str):
-        return "a string"
-    return "an array" if isinstance(v, list) else "an object"
 
 
 # ---------------------------------------------------------------------------------------
@@ -325,7 +173,7 @@ def _build_slot(defs: Definitions, key: str, child: Child) -> _Slot:
         type=type_code,
         node_key=child.node,
         type_path=node_owner if not node_path else f"{node_owner}.{node_path}",
-        check=_primitive_check(type_code) if kind == _PRIM else _check_nothing,
+        check=primitive_check(type_code) if kind == _PRIM else check_nothing,
         codes=codes,
         binding=vs.url if vs is not None else None,
         concept=vs if vs is not None and type_code == "CodeableConcept" else None,
@@ -381,7 +229,7 @@ class _Walk:
     def visit_resource(self, res: Any, path: str | None, contained: int | None = None) -> None:
         """A whole resource: at the root, in a Bundle/Parameters, or contained."""
         if type(res) is not dict:
-            self.error("structure", f"expected a resource object, got {_json_kind(res)}", path)
+            self.error("structure", f"expected a resource object, got {json_kind(res)}", path)
             return
         rt = res.get("resourceType")
         if rt is None:
@@ -555,7 +403,7 @@ class _Walk:
     def datatype(self, slot: _Slot, value: Any, path: str) -> None:
         """One object of a datatype or backbone element, with its own rules."""
         if type(value) is not dict:
-            message = f"expected an object ({slot.type}), got {_json_kind(value)}"
+            message = f"expected an object ({slot.type}), got {json_kind(value)}"
             self.error("structure", message, path)
             return
         if len(value) == 1 and "id" in value:
@@ -629,7 +477,7 @@ class _Walk:
     def primitive_extension(self, ext: Any, path: str, *, has_value: bool) -> None:
         """The id/extension part of a primitive (`_name`)."""
         if type(ext) is not dict:
-            self.error("structure", f"expected an object, got {_json_kind(ext)}", path)
+            self.error("structure", f"expected an object, got {json_kind(ext)}", path)
             return
         if not ext:
             self.error("structure", "empty object", path)
@@ -756,7 +604,7 @@ def validate_resource(resource: Any, *, expected_type: str | None = None) -> lis
     """
     walk = _Walk()
     if type(resource) is not dict:
-        message = f"a resource must be a JSON object, got {_json_kind(resource)}"
+        message = f"a resource must be a JSON object, got {json_kind(resource)}"
         walk.error("structure", message, None)
         return walk.issues
     rt = resource.get("resourceType")

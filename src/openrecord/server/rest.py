@@ -7,6 +7,7 @@ service calls and results back to HTTP.
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -75,8 +76,18 @@ class FHIRApi:
             response = outcome_response(
                 err.status, err.issues, err.headers, pretty=wants_pretty(request)
             )
-        except Exception:
-            log.exception("unhandled error in %s %s", request.method, scope.get("path", ""))
+        except Exception as exc:
+            # The exception's message and locals may quote health data: log only its type
+            # and where it was raised (no query string, no body).
+            frames = traceback.extract_tb(exc.__traceback__)
+            where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}" for f in frames[-4:])
+            log.error(
+                "unhandled %s in %s %s at %s",
+                type(exc).__name__,
+                request.method,
+                scope.get("path", ""),
+                where,
+            )
             response = outcome_response(
                 500, [Issue("exception", "internal server error", severity="fatal")]
             )
