@@ -67,6 +67,9 @@ def test_fhirclient_crud_search_and_paging(server: Server) -> None:
     read.gender = "unknown"
     read.update(fhir)
     assert Patient.read(ids[0], fhir).gender == "unknown"
+    history = fhir.request_json(f"Patient/{ids[0]}/_history")
+    assert [e["resource"]["meta"]["versionId"] for e in history["entry"]] == ["2", "1"]
+    assert [e["resource"]["gender"] for e in history["entry"]] == ["unknown", "male"]
 
     search = Patient.where(struct={"identifier": f"urn:test:fhirclient|{tag}-3"})
     found = list(search.perform_resources_iter(fhir))
