@@ -27,6 +27,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from openrecord.fhir.fhirpath_fallback import top_level_union
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "openrecord" / "fhir" / "_generated" / "r4.json.gz"
 
@@ -229,24 +231,6 @@ def split_expression(expression: str, type_name: str) -> str | None:
         if root and root.group(1) in (type_name, "Resource", "DomainResource"):
             keep.append(p.strip())
     return " | ".join(keep) if keep else None
-
-
-def top_level_union(expr: str) -> list[str]:
-    parts, depth, start, quote = [], 0, 0, False
-    for i, ch in enumerate(expr):
-        if ch == "'":
-            quote = not quote
-        elif quote:
-            continue
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "|" and depth == 0:
-            parts.append(expr[start:i])
-            start = i + 1
-    parts.append(expr[start:])
-    return [p.strip() for p in parts if p.strip()]
 
 
 def main() -> None:
