@@ -136,8 +136,8 @@ class FHIRApi:
                 return await self.read(request, ctx, type, second, parts[3])
             if n == 3 and parts[2].startswith("$"):
                 raise FHIRError.of(404, "not-supported", f"operation {parts[2]} is not supported")
-            if n == 3:
-                raise FHIRError.of(404, "not-supported", "compartment search is not supported yet")
+            if n == 3 and method == "GET":
+                return await self.search(request, ctx, parts[2], compartment=(type, second))
             if n <= 4:
                 raise FHIRError(405, [Issue("not-supported", f"{method} is not allowed here")])
             raise FHIRError.of(404, "not-found", f"no such endpoint: {request.url.path}")
@@ -239,7 +239,13 @@ class FHIRApi:
         assert elements is not None
         return select_elements(resource, elements.split(","), self.defs)
 
-    async def search(self, request: Request, ctx: SecurityContext, type: str | None) -> Response:
+    async def search(
+        self,
+        request: Request,
+        ctx: SecurityContext,
+        type: str | None,
+        compartment: tuple[str, str] | None = None,
+    ) -> Response:
         params = list(request.query_params.multi_items())
         if request.method == "POST":
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -247,7 +253,12 @@ class FHIRApi:
                 raise FHIRError.of(415, "not-supported", "_search needs a form-encoded body")
             body = await read_body(request, self.config.max_body_bytes)
             params += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-        result = await self.blocking(self.records.search, ctx, type, params)
+        if compartment is not None and type is not None and type != "*":
+            self.records.require_type(type)
+        compartment_type = None if type == "*" else type
+        result = await self.blocking(
+            self.records.search, ctx, compartment_type, params, compartment=compartment
+        )
         parsed = result.parsed
         strict = prefer(request).get("handling") == "strict"
         if parsed.unknown and strict:
@@ -268,7 +279,7 @@ class FHIRApi:
         base = self.base_url(request)
         bundle = searchset(
             base=base,
-            self_url=f"{base}/{type}" if type else base,
+            self_url="/".join([base, *(compartment or ()), *([type] if type else [])]),
             params=[(k, v) for k, v in params if k != "_offset"],
             resources=resources,
             bodies=bodies,

@@ -36,7 +36,7 @@ from openrecord.store.base import (
     VersionConflict,
     WriteTx,
 )
-from openrecord.store.query import SearchQuery
+from openrecord.store.query import CompartmentFilter, SearchQuery
 
 __all__ = ["Prepared", "RecordService", "SearchResult", "WriteResult"]
 
@@ -130,8 +130,14 @@ class RecordService:
         return self.store.history(type, id, **kwargs)
 
     def search(
-        self, ctx: SecurityContext, type: str | None, params: Sequence[tuple[str, str]]
+        self,
+        ctx: SecurityContext,
+        type: str | None,
+        params: Sequence[tuple[str, str]],
+        *,
+        compartment: tuple[str, str] | None = None,
     ) -> SearchResult:
+        """Search `type` (None: all types); `compartment` = (type, id), e.g. Patient/123."""
         access.check(ctx, "search", type)
         if type is not None:
             self.require_type(type)
@@ -152,6 +158,8 @@ class RecordService:
                 params = [(k, v) for k, v in params if k != "_type"]
         parsed = parse_search(type, params, self.defs, self.tz)
         query = parsed.query
+        if compartment is not None:
+            query.compartment = self.compartment_filter(compartment, type)
         wanted = query.count
         query.count = wanted + 1  # one more tells whether a next page exists
         try:
@@ -162,6 +170,25 @@ class RecordService:
             query.count = wanted
         more = len(page.resources) > wanted
         return SearchResult(page.resources[:wanted], page.total, more, parsed)
+
+    def compartment_filter(
+        self, compartment: tuple[str, str], type: str | None
+    ) -> CompartmentFilter:
+        """The official CompartmentDefinition's link parameters for `type`."""
+        kind, id = compartment
+        members = self.defs.compartments.get(kind)
+        if members is None:
+            raise FHIRError.of(
+                404,
+                "not-supported",
+                f"{kind} is not a compartment (R4 has {', '.join(sorted(self.defs.compartments))})",
+            )
+        if type is None:
+            raise FHIRError.of(400, "not-supported", f"{kind}/{id}/* is not supported yet")
+        params = members.get(type)
+        if params is None:
+            raise FHIRError.of(400, "invalid", f"{type} is not in the {kind} compartment")
+        return CompartmentFilter(kind, id, params)
 
     # -- writes ------------------------------------------------------------------------
 

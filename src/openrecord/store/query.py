@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "CompartmentFilter",
     "Condition",
     "DateCriterion",
     "NumberCriterion",
@@ -115,6 +116,20 @@ class SortKey:
     descending: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class CompartmentFilter:
+    """Only resources in the compartment of `type`/`id` (e.g. Patient/123).
+
+    `params` are the search parameters of the searched type that link a resource to
+    the compartment (from the official CompartmentDefinition): a resource is in the
+    compartment when any of them references `type`/`id`, or when it is that resource.
+    """
+
+    type: str
+    id: str
+    params: tuple[str, ...]
+
+
 @dataclass(slots=True)
 class SearchQuery:
     type: str | None  # None: all types (system search)
@@ -123,3 +138,4 @@ class SearchQuery:
     count: int = 20
     offset: int = 0
     total: bool = False  # compute the accurate total
+    compartment: CompartmentFilter | None = None

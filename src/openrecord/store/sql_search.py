@@ -30,6 +30,7 @@ from typing import Any
 from openrecord.fhir.search_common import normalize_string
 from openrecord.store.base import SearchPage, StoredVersion, UnsupportedSearch
 from openrecord.store.query import (
+    CompartmentFilter,
     Condition,
     Criterion,
     DateCriterion,
@@ -235,11 +236,34 @@ class _Builder:
         frags: list[Frag] = [(f"r.deleted = {self.dialect.false}", [])]
         if self.query.type is not None:
             frags.append(("r.type = ?", [self.query.type]))
+        if self.query.compartment is not None:
+            frags.append(self.compartment(self.query.compartment))
         frags.extend(self.condition(c) for c in self.query.conditions)
         params: list[Any] = []
         for _, p in frags:
             params.extend(p)
         return " AND ".join(s for s, _ in frags), params
+
+    def compartment(self, comp: CompartmentFilter) -> Frag:
+        """In the compartment: referenced by one of its parameters, or the resource itself."""
+        pids: list[Any] = []
+        for code in comp.params:
+            pid = self.pid_filter(code)
+            if pid is not None:
+                pids.extend(pid[1])
+        own = "(r.type = ? AND r.id = ?)"
+        if not pids:
+            return own, [comp.type, comp.id]
+        if self.query.type is None:
+            pid_sql = "pid IN (SELECT pid FROM search_param WHERE code IN ({}))"
+        else:
+            pid_sql = "pid IN ({})"
+        marks = ", ".join("?" for _ in pids)
+        sub = (
+            f"SELECT rid FROM idx_reference WHERE {pid_sql.format(marks)}"
+            " AND ref_id = ? AND ref_type = ?"
+        )
+        return f"(r.rid IN ({sub}) OR {own})", [*pids, comp.id, comp.type, comp.type, comp.id]
 
     def condition(self, c: Condition) -> Frag:
         if c.param == "_id":
