@@ -75,7 +75,7 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
                     "description": "No authorization: this server runs in open (development) mode."
                 },
                 "resource": resources,
-                # Compartment search: [Compartment]/[id]/[type]?… (not yet [id]/*).
+                # Compartment search: [Compartment]/[id]/[type]?… and [Compartment]/[id]/*.
                 "compartment": [
                     f"http://hl7.org/fhir/CompartmentDefinition/{c[0].lower()}{c[1:]}"
                     for c in sorted(defs.compartments)

@@ -183,12 +183,13 @@ class RecordService:
                 "not-supported",
                 f"{kind} is not a compartment (R4 has {', '.join(sorted(self.defs.compartments))})",
             )
-        if type is None:
-            raise FHIRError.of(400, "not-supported", f"{kind}/{id}/* is not supported yet")
+        if type is None:  # [compartment]/[id]/*: every member type
+            links = tuple((t, p) for t, params in members.items() for p in params)
+            return CompartmentFilter(kind, id, links)
         params = members.get(type)
         if params is None:
             raise FHIRError.of(400, "invalid", f"{type} is not in the {kind} compartment")
-        return CompartmentFilter(kind, id, params)
+        return CompartmentFilter(kind, id, tuple((type, p) for p in params))
 
     # -- writes ------------------------------------------------------------------------
 

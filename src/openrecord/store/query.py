@@ -120,14 +120,14 @@ class SortKey:
 class CompartmentFilter:
     """Only resources in the compartment of `type`/`id` (e.g. Patient/123).
 
-    `params` are the search parameters of the searched type that link a resource to
-    the compartment (from the official CompartmentDefinition): a resource is in the
-    compartment when any of them references `type`/`id`, or when it is that resource.
+    `links` are the (resource type, search parameter) pairs that put a resource in the
+    compartment (from the official CompartmentDefinition): a resource is in it when one
+    of its parameters references `type`/`id`, or when it is that resource.
     """
 
     type: str
     id: str
-    params: tuple[str, ...]
+    links: tuple[tuple[str, str], ...]
 
 
 @dataclass(slots=True)

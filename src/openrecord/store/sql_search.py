@@ -245,23 +245,15 @@ class _Builder:
         return " AND ".join(s for s, _ in frags), params
 
     def compartment(self, comp: CompartmentFilter) -> Frag:
-        """In the compartment: referenced by one of its parameters, or the resource itself."""
-        pids: list[Any] = []
-        for code in comp.params:
-            pid = self.pid_filter(code)
-            if pid is not None:
-                pids.extend(pid[1])
+        """In the compartment: referenced through one of its links, or the resource itself."""
+        pids = [pid for t, code in comp.links if (pid := self.resolve_pid(t, code)) is not None]
         own = "(r.type = ? AND r.id = ?)"
         if not pids:
             return own, [comp.type, comp.id]
-        if self.query.type is None:
-            pid_sql = "pid IN (SELECT pid FROM search_param WHERE code IN ({}))"
-        else:
-            pid_sql = "pid IN ({})"
+        # A pid names one (type, parameter) pair, so a match is of a member type.
         marks = ", ".join("?" for _ in pids)
         sub = (
-            f"SELECT rid FROM idx_reference WHERE {pid_sql.format(marks)}"
-            " AND ref_id = ? AND ref_type = ?"
+            f"SELECT rid FROM idx_reference WHERE pid IN ({marks}) AND ref_id = ? AND ref_type = ?"
         )
         return f"(r.rid IN ({sub}) OR {own})", [*pids, comp.id, comp.type, comp.type, comp.id]
 
