@@ -83,55 +83,72 @@ def test_two_concurrent_if_match_updates(two_worker_server: tuple[str, str, Path
         assert httpx.get(f"{base}/Patient/{pid}").json()["meta"]["versionId"] == "2"
 
 
+def large_transaction(tag: str, size: int) -> dict[str, Any]:
+    entries = [
+        {
+            "resource": {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+                "identifier": [{"system": "urn:test:kill", "value": f"{tag}-{i}"}],
+                "valueQuantity": {"value": 70 + i / 100, "unit": "kg"},
+            },
+            "request": {"method": "POST", "url": "Observation"},
+        }
+        for i in range(size)
+    ]
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
 @pytest.mark.parametrize("backend", backends())
 def test_sigkill_during_large_transaction_leaves_all_or_nothing(
     backend: str, tmp_path: Path
 ) -> None:
+    """Kill -9 the server at several moments of a 15,000-entry transaction.
+
+    The early kill lands while entries are validated, the later ones while rows are
+    being written (the store flushes in batches inside the transaction): after each,
+    a restarted server holds all of the transaction or none of it.
+    """
+    size = 15_000
     with fresh_database(backend, tmp_path) as database:
-        tag = uuid.uuid4().hex
-        entries = [
-            {
-                "resource": {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
-                    "identifier": [{"system": "urn:test:kill", "value": f"{tag}-{i}"}],
-                    "valueQuantity": {"value": 70 + i / 100, "unit": "kg"},
-                },
-                "request": {"method": "POST", "url": "Observation"},
-            }
-            for i in range(6000)
-        ]
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
-        base, proc = start_server(database, tmp_path / "kill.log")
-        outcome: dict[str, Any] = {}
+        interrupted = 0
+        for n, delay in enumerate((0.8, 1.8, 2.8)):
+            tag = uuid.uuid4().hex
+            base, proc = start_server(database, tmp_path / f"kill{n}.log")
+            outcome: dict[str, Any] = {}
+            bundle = large_transaction(tag, size)
 
-        def send() -> None:
-            try:
-                outcome["status"] = httpx.post(base, json=bundle, timeout=120).status_code
-            except httpx.HTTPError as err:
-                outcome["error"] = err
+            def send(
+                base: str = base, bundle: dict[str, Any] = bundle, outcome: dict[str, Any] = outcome
+            ) -> None:
+                try:
+                    outcome["status"] = httpx.post(base, json=bundle, timeout=120).status_code
+                except httpx.HTTPError as err:
+                    outcome["error"] = err
 
-        sender = threading.Thread(target=send)
-        sender.start()
-        time.sleep(1.0)  # the bundle is uploaded and being written
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        sender.join(30)
-        assert "error" in outcome, "the transaction finished before the kill; make it larger"
-
-        base, proc = start_server(database, tmp_path / "after.log")
-        try:
-            probe = httpx.get(
-                f"{base}/Observation", params={"identifier": f"urn:test:kill|{tag}-0"}
-            ).json()
-            first = len(probe.get("entry", []))
-            last = httpx.get(
-                f"{base}/Observation", params={"identifier": f"urn:test:kill|{tag}-5999"}
-            ).json()
-            assert first == len(last.get("entry", []))
-            history = httpx.get(f"{base}/_history", params={"_count": 1}).json()
-            assert history.get("total", 0) in (0, 6000)
-        finally:
-            proc.terminate()
+            sender = threading.Thread(target=send)
+            sender.start()
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+            sender.join(30)
+            interrupted += "error" in outcome
+
+            base, proc = start_server(database, tmp_path / f"after{n}.log")
+            try:
+                found = [
+                    len(
+                        httpx.get(
+                            f"{base}/Observation", params={"identifier": f"urn:test:kill|{tag}-{i}"}
+                        )
+                        .json()
+                        .get("entry", [])
+                    )
+                    for i in (0, size // 2, size - 1)
+                ]
+                assert found in ([0, 0, 0], [1, 1, 1]), found
+            finally:
+                proc.terminate()
+                proc.wait(10)
+        assert interrupted >= 2, "the kills came after the transaction finished; make it larger"
