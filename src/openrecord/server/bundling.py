@@ -34,6 +34,7 @@ def searchset(
     count: int,
     has_more: bool,
     warnings: list[Issue],
+    included: Sequence[tuple[StoredVersion, bytes]] = (),
 ) -> dict[str, Any]:
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
@@ -59,6 +60,14 @@ def searchset(
         }
         for r, body in zip(resources, bodies, strict=True)
     ]
+    entries.extend(
+        {
+            "fullUrl": f"{base}/{r.type}/{r.id}",
+            "resource": orjson.Fragment(body),
+            "search": {"mode": "include"},
+        }
+        for r, body in included
+    )
     if warnings:
         entries.append({"resource": operation_outcome(warnings), "search": {"mode": "outcome"}})
     if entries:

@@ -29,6 +29,16 @@ _DOCS = {
 
 
 def capability_statement(defs: Definitions, base_url: str, software_date: str) -> dict[str, Any]:
+    # _include: a type's own reference parameters; _revinclude: others' that may target it.
+    includes: dict[str, list[str]] = {}
+    revincludes: dict[str, list[str]] = {}
+    for source in sorted(defs.resource_types):
+        for code, sp in sorted(defs.search_params.get(source, {}).items()):
+            if sp.type != "reference" or not sp.expression:
+                continue
+            includes.setdefault(source, []).append(f"{source}:{code}")
+            for target in sp.targets:
+                revincludes.setdefault(target, []).append(f"{source}:{code}")
     resources = []
     for type_name in sorted(defs.resource_types):
         params = []
@@ -48,6 +58,8 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
                 "conditionalRead": "full-support",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
+                "searchInclude": includes.get(type_name, []),
+                "searchRevInclude": revincludes.get(type_name, []),
                 "searchParam": params,
                 "operation": [
                     {

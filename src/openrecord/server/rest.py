@@ -273,6 +273,12 @@ class FHIRApi:
             )
             for name in parsed.unknown
         ]
+        warnings += [
+            Issue(
+                "not-supported", f"{form} is not supported yet and was ignored", severity="warning"
+            )
+            for form in result.unsupported
+        ]
         summary = parsed.summary
         resources = [] if summary == "count" else result.resources
         bodies = [self.entry_body(r.data, summary, parsed.elements) for r in resources if r.data]
@@ -288,6 +294,11 @@ class FHIRApi:
             count=parsed.query.count,
             has_more=result.has_more and summary != "count",
             warnings=warnings,
+            included=[
+                (r, self.entry_body(r.data, summary, parsed.elements))
+                for r in result.included
+                if r.data
+            ],
         )
         return fhir_response(bundle, pretty=wants_pretty(request))
 

@@ -27,6 +27,7 @@ from openrecord.fhir.validation import validate_resource
 from openrecord.service import access
 from openrecord.service.clock import instant, now_micros
 from openrecord.service.context import SecurityContext
+from openrecord.service.includes import find_included
 from openrecord.store.base import (
     HistoryPage,
     Method,
@@ -66,6 +67,8 @@ class SearchResult:
     total: int | None
     has_more: bool  # another page follows
     parsed: ParsedSearch
+    included: list[StoredVersion] = field(default_factory=list)  # _include/_revinclude
+    unsupported: list[str] = field(default_factory=list)  # forms reported, not answered
 
 
 class RecordService:
@@ -169,7 +172,13 @@ class RecordService:
         finally:
             query.count = wanted
         more = len(page.resources) > wanted
-        return SearchResult(page.resources[:wanted], page.total, more, parsed)
+        resources = page.resources[:wanted]
+        if parsed.summary == "count":
+            return SearchResult(resources, page.total, more, parsed)
+        included = find_included(ctx, resources, parsed, self.store, self.defs, self.indexer)
+        return SearchResult(
+            resources, page.total, more, parsed, included.resources, included.unsupported
+        )
 
     def compartment_filter(
         self, compartment: tuple[str, str], type: str | None

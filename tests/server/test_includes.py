@@ -1,0 +1,104 @@
+"""_include and _revinclude (search.html#include), over HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+
+
+def create(client: httpx.Client, resource: dict[str, Any]) -> str:
+    r = client.post(f"/{resource['resourceType']}", json=resource)
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def by_mode(bundle: dict[str, Any], mode: str) -> list[tuple[str, str]]:
+    return sorted(
+        (e["resource"]["resourceType"], e["resource"]["id"])
+        for e in bundle.get("entry", [])
+        if e["search"]["mode"] == mode
+    )
+
+
+def setup_records(client: httpx.Client) -> dict[str, str]:
+    tag = uuid.uuid4().hex
+    org = create(client, {"resourceType": "Organization", "name": f"Clinic {tag}"})
+    pid = create(
+        client,
+        {
+            "resourceType": "Patient",
+            "identifier": [{"system": "urn:test:inc", "value": tag}],
+            "managingOrganization": {"reference": f"Organization/{org}"},
+        },
+    )
+    obs = [
+        create(
+            client,
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"system": "urn:test:inc", "code": tag}]},
+                "subject": {"reference": f"Patient/{pid}"},
+            },
+        )
+        for _ in range(3)
+    ]
+    return {"tag": tag, "org": org, "patient": pid, **{f"obs{i}": o for i, o in enumerate(obs)}}
+
+
+def test_include_adds_referenced_resources_once(client: httpx.Client) -> None:
+    ids = setup_records(client)
+    r = client.get(
+        "/Observation",
+        params={
+            "code": f"urn:test:inc|{ids['tag']}",
+            "_include": "Observation:subject",
+            "_count": 2,
+        },
+    )
+    assert r.status_code == 200, r.text
+    bundle = r.json()
+    # Two matches (the page size); the patient they share is included once, uncounted.
+    assert len(by_mode(bundle, "match")) == 2
+    assert by_mode(bundle, "include") == [("Patient", ids["patient"])]
+    assert any(link["relation"] == "next" for link in bundle["link"])
+    typed = client.get(
+        "/Observation",
+        params={"code": f"urn:test:inc|{ids['tag']}", "_include": "Observation:subject:Group"},
+    ).json()
+    assert by_mode(typed, "include") == []
+
+
+def test_revinclude_adds_referring_resources(client: httpx.Client) -> None:
+    ids = setup_records(client)
+    r = client.get(
+        "/Patient",
+        params={
+            "identifier": f"urn:test:inc|{ids['tag']}",
+            "_revinclude": "Observation:subject",
+            "_include": "Patient:organization",
+        },
+    )
+    bundle = r.json()
+    assert by_mode(bundle, "match") == [("Patient", ids["patient"])]
+    expected = sorted(
+        [("Observation", ids[f"obs{i}"]) for i in range(3)] + [("Organization", ids["org"])]
+    )
+    assert by_mode(bundle, "include") == expected
+
+
+def test_include_errors_and_unsupported_forms(client: httpx.Client) -> None:
+    assert client.get("/Observation", params={"_include": "Observation:nope"}).status_code == 400
+    assert client.get("/Observation", params={"_include": "Observation"}).status_code == 400
+    iterate = client.get("/Observation", params={"_include:iterate": "Observation:subject"})
+    assert iterate.status_code == 200
+    outcome = [e for e in iterate.json().get("entry", []) if e["search"]["mode"] == "outcome"]
+    assert outcome and "iterate" in outcome[0]["resource"]["issue"][-1]["diagnostics"]
+
+
+def test_capability_lists_includes(client: httpx.Client) -> None:
+    resources = {r["type"]: r for r in client.get("/metadata").json()["rest"][0]["resource"]}
+    assert "Observation:subject" in resources["Observation"]["searchInclude"]
+    assert "Observation:subject" in resources["Patient"]["searchRevInclude"]
