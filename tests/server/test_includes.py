@@ -92,10 +92,28 @@ def test_revinclude_adds_referring_resources(client: httpx.Client) -> None:
 def test_include_errors_and_unsupported_forms(client: httpx.Client) -> None:
     assert client.get("/Observation", params={"_include": "Observation:nope"}).status_code == 400
     assert client.get("/Observation", params={"_include": "Observation"}).status_code == 400
-    iterate = client.get("/Observation", params={"_include:iterate": "Observation:subject"})
-    assert iterate.status_code == 200
-    outcome = [e for e in iterate.json().get("entry", []) if e["search"]["mode"] == "outcome"]
-    assert outcome and "iterate" in outcome[0]["resource"]["issue"][-1]["diagnostics"]
+    star = client.get("/Observation", params={"_include": "Observation:*", "_count": 1})
+    assert star.status_code == 200
+    outcome = [e for e in star.json().get("entry", []) if e["search"]["mode"] == "outcome"]
+    assert outcome and "Observation:*" in outcome[0]["resource"]["issue"][-1]["diagnostics"]
+
+
+def test_include_iterate_follows_included_resources(client: httpx.Client) -> None:
+    ids = setup_records(client)
+    params = {
+        "code": f"urn:test:inc|{ids['tag']}",
+        "_include": "Observation:subject",
+        "_include:iterate": "Patient:organization",
+    }
+    bundle = client.get("/Observation", params=params).json()
+    assert by_mode(bundle, "include") == sorted(
+        [("Patient", ids["patient"]), ("Organization", ids["org"])]
+    )
+    # Without :iterate, Patient:organization applies to the matches only (Observations).
+    plain = dict(params)
+    plain.pop("_include:iterate")
+    plain["_include"] = "Patient:organization"
+    assert by_mode(client.get("/Observation", params=plain).json(), "include") == []
 
 
 def test_capability_lists_includes(client: httpx.Client) -> None:
