@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from typing import Any
 
@@ -169,3 +171,40 @@ def test_bundle_shape_errors(client: httpx.Client) -> None:
     r = client.post("", json=no_request)
     assert r.status_code == 400
     assert "Bundle.entry[0].request" in r.text
+
+
+def test_patch_entries(client: httpx.Client) -> None:
+    pid = client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}).json()["id"]
+    fhirpath_patch = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "operation",
+                "part": [
+                    {"name": "type", "valueCode": "replace"},
+                    {"name": "path", "valueString": "Patient.gender"},
+                    {"name": "value", "valueCode": "female"},
+                ],
+            }
+        ],
+    }
+    json_patch = [{"op": "add", "path": "/birthDate", "value": "1990-01-02"}]
+    binary = {
+        "resourceType": "Binary",
+        "contentType": "application/json-patch+json",
+        "data": base64.b64encode(json.dumps(json_patch).encode()).decode(),
+    }
+    entries = [
+        {"resource": fhirpath_patch, "request": {"method": "PATCH", "url": f"Patient/{pid}"}},
+        {"resource": binary, "request": {"method": "PATCH", "url": f"Patient/{pid}"}},
+    ]
+    r = client.post("", json=tx(*entries))
+    assert r.status_code == 200, r.text
+    stored = client.get(f"/Patient/{pid}").json()
+    assert (stored["gender"], stored["birthDate"]) == ("female", "1990-01-02")
+    assert stored["meta"]["versionId"] == "3"
+    changing_id = [{"op": "replace", "path": "/id", "value": "other"}]
+    bad = dict(binary, data=base64.b64encode(json.dumps(changing_id).encode()).decode())
+    entry = {"resource": bad, "request": {"method": "PATCH", "url": f"Patient/{pid}"}}
+    assert client.post("", json=tx(entry)).status_code == 422
+    assert client.get(f"/Patient/{pid}").json()["meta"]["versionId"] == "3"

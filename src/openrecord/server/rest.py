@@ -253,8 +253,6 @@ class FHIRApi:
                 raise FHIRError.of(415, "not-supported", "_search needs a form-encoded body")
             body = await read_body(request, self.config.max_body_bytes)
             params += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-        if compartment is not None and type is not None and type != "*":
-            self.records.require_type(type)
         compartment_type = None if type == "*" else type
         result = await self.blocking(
             self.records.search, ctx, compartment_type, params, compartment=compartment

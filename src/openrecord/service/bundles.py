@@ -18,16 +18,13 @@ from urllib.parse import unquote
 import orjson
 
 from openrecord.fhir.outcome import FHIRError, Issue, operation_outcome
-from openrecord.fhir.patch import apply_fhirpath_patch, apply_json_patch
 from openrecord.service import access
 from openrecord.service.context import SecurityContext
 from openrecord.service.records import (
     Prepared,
     RecordService,
     WriteResult,
-    check_if_match,
     new_id,
-    same_content,
 )
 from openrecord.service.responses import entry_response, status_line
 from openrecord.store.base import WriteTx
@@ -303,25 +300,16 @@ class BundleProcessor:
     def patch_in(
         self, tx: WriteTx, p: Planned, type: str, id: str, if_match: str | None
     ) -> WriteResult:
-        current = tx.current(type, id)
-        if current is None or current.data is None:
-            raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
-        check_if_match(if_match, current)
+        """A PATCH entry: FHIRPath Patch as Parameters, JSON Patch inside a Binary."""
         doc = p.resource
-        before = orjson.loads(current.data)
         if isinstance(doc, dict) and doc.get("resourceType") == "Parameters":
-            after = apply_fhirpath_patch(before, doc)
-        elif isinstance(doc, dict) and doc.get("resourceType") == "Binary":
-            after = apply_json_patch(before, orjson.loads(base64.b64decode(doc.get("data", ""))))
-        else:
-            raise FHIRError.of(
-                400, "invalid", "a PATCH entry needs a Parameters or Binary (JSON Patch) resource"
-            )
-        prepared = self.records.checked(after, type)
-        if same_content(current.data, prepared.resource):
-            return WriteResult(current, 200)
-        version = self.records.write(tx, type, id, prepared, current, "PATCH")
-        return WriteResult(version, 200, prepared.warnings)
+            return self.records.patch_in(tx, type, id, doc, fhirpath=True, if_match=if_match)
+        if isinstance(doc, dict) and doc.get("resourceType") == "Binary":
+            ops = orjson.loads(base64.b64decode(doc.get("data", "")))
+            return self.records.patch_in(tx, type, id, ops, fhirpath=False, if_match=if_match)
+        raise FHIRError.of(
+            400, "invalid", "a PATCH entry needs a Parameters or Binary (JSON Patch) resource"
+        )
 
     # -- batch ---------------------------------------------------------------------------
 

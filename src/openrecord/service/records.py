@@ -295,26 +295,7 @@ class RecordService:
         self.require_type(type)
 
         def run(tx: WriteTx) -> WriteResult:
-            current = tx.current(type, id)
-            if current is None:
-                raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
-            if current.data is None:
-                raise FHIRError.of(410, "deleted", f"{type}/{id} was deleted")
-            check_if_match(if_match, current)
-            before = orjson.loads(current.data)
-            if fhirpath:
-                after = apply_fhirpath_patch(before, document)
-            else:
-                after = apply_json_patch(before, document)
-            if after.get("resourceType") != type or after.get("id") != id:
-                raise FHIRError.of(
-                    422, "processing", "a patch may not change the resource type or id"
-                )
-            prepared = self.checked(after, type)
-            if same_content(current.data, prepared.resource):
-                return WriteResult(current, 200)
-            version = self.write(tx, type, id, prepared, current, "PATCH")
-            return WriteResult(version, 200, prepared.warnings)
+            return self.patch_in(tx, type, id, document, fhirpath=fhirpath, if_match=if_match)
 
         return self.in_transaction(run)
 
@@ -413,6 +394,36 @@ class RecordService:
             return WriteResult(version, 200, prepared.warnings)
         version = self.write(tx, type, id, prepared, current, "PUT")
         return WriteResult(version, 201, prepared.warnings)
+
+    def patch_in(
+        self,
+        tx: WriteTx,
+        type: str,
+        id: str,
+        document: Any,
+        *,
+        fhirpath: bool,
+        if_match: str | None,
+    ) -> WriteResult:
+        """Apply a JSON Patch or FHIRPath Patch (`fhirpath`) to the current version."""
+        current = tx.current(type, id)
+        if current is None:
+            raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
+        if current.data is None:
+            raise FHIRError.of(410, "deleted", f"{type}/{id} was deleted")
+        check_if_match(if_match, current)
+        before = orjson.loads(current.data)
+        if fhirpath:
+            after = apply_fhirpath_patch(before, document)
+        else:
+            after = apply_json_patch(before, document)
+        if after.get("resourceType") != type or after.get("id") != id:
+            raise FHIRError.of(422, "processing", "a patch may not change the resource type or id")
+        prepared = self.checked(after, type)
+        if same_content(current.data, prepared.resource):
+            return WriteResult(current, 200)
+        version = self.write(tx, type, id, prepared, current, "PATCH")
+        return WriteResult(version, 200, prepared.warnings)
 
     def delete_in(
         self, tx: WriteTx, type: str, id: str, if_match: str | None
