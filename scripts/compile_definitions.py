@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compile the official FHIR R4 definitions into the compact data openrecord ships.
 
-Input: the HL7 `hl7.fhir.r4.core` 4.0.1 package (CC0) and its expansions package.
+Input: the HL7 `hl7.fhir.r4.core` 4.0.1 package (CC0), its expansions package, and the
+SearchParameters of US Core that core lacks (`us-core/resources`).
 Output: `src/openrecord/fhir/_generated/r4.json.gz`, read by `openrecord.fhir.definitions`.
 
     python scripts/compile_definitions.py [--shared ../shared/data]
@@ -299,6 +300,23 @@ def main() -> None:
                 if sp.get("multipleOr") is False:
                     rec["multipleOr"] = False
                 search.setdefault(t, {})[sp["code"]] = rec
+
+    # US Core's SearchParameters that R4 core lacks (race, ethnicity, CareTeam role,
+    # Condition asserted-date…): the searches US Core servers SHALL support. The ones
+    # core already has (same code on the same type) keep core's definition.
+    us_core = args.shared / "us-core" / "resources"
+    added = 0
+    for f in sorted(us_core.glob("SearchParameter-*.json")):
+        sp = json.loads(f.read_text())
+        for t in sp["base"]:
+            if sp["code"] in search.get(t, {}) or t not in types:
+                continue
+            rec = {"type": sp["type"], "url": sp["url"], "expression": sp["expression"]}
+            if sp.get("target"):
+                rec["target"] = sorted(sp["target"])
+            search.setdefault(t, {})[sp["code"]] = rec
+            added += 1
+    print(f"{added} search parameters from US Core")
 
     compartments: dict[str, dict[str, list[str]]] = {}
     for f in sorted((r4 / "compartments").glob("CompartmentDefinition-*.json")):

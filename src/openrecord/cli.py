@@ -1,4 +1,4 @@
-"""The `openrecord` command: serve, import, demo."""
+"""The `openrecord` command: serve, import, demo, reindex."""
 
 from __future__ import annotations
 
@@ -34,6 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             metavar="URL",
             help="sqlite:///PATH or postgresql://… (default: a SQLite file in your data folder)",
         )
+        p.add_argument(
+            "--timezone",
+            default=os.environ.get("OPENRECORD_TIMEZONE", "UTC"),
+            metavar="ZONE",
+            help="the zone of dates and times written without one, in data and in searches "
+            "(IANA name, default UTC; change it only with a reindex)",
+        )
 
     serve = sub.add_parser("serve", help="run the FHIR server (base URL /fhir)")
     with_database(serve)
@@ -53,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="largest request body accepted, in MiB; larger ones get 413 (default 64)",
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--debug-search",
+        action="store_true",
+        default=os.environ.get("OPENRECORD_DEBUG_SEARCH", "") in ("1", "true", "yes"),
+        help="let searches ask for their SQL and query plan with _explain=true (development)",
+    )
 
     imp = sub.add_parser("import", help="import FHIR JSON, NDJSON or Bundles (files or folders)")
     with_database(imp)
@@ -62,12 +75,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="load a bundled set of synthetic patients")
     with_database(demo)
 
+    rei = sub.add_parser(
+        "reindex", help="rebuild the search index of current resources (no new versions)"
+    )
+    with_database(rei)
+    rei.add_argument("types", nargs="*", metavar="TYPE", help="resource types (default: all)")
+    rei.add_argument("--quiet", action="store_true", help="no progress output")
+
     args = parser.parse_args(argv)
     database = args.database or default_database()
+    from openrecord.service.clock import timezone_named
+
+    try:
+        timezone_named(args.timezone)
+    except ValueError as err:
+        parser.error(str(err))
+    os.environ["OPENRECORD_TIMEZONE"] = args.timezone  # for this process and the workers
     if args.command == "serve":
         return serve_command(args, database)
     if args.command == "import":
         return import_command(database, args.paths, quiet=args.quiet)
+    if args.command == "reindex":
+        return reindex_command(database, args.types, quiet=args.quiet)
     if args.command == "demo":
         from openrecord.demo import demo_files
 
@@ -84,6 +113,7 @@ def serve_command(args: argparse.Namespace, database: str) -> int:
     open_store(database).close()
     os.environ["OPENRECORD_DATABASE"] = database
     os.environ["OPENRECORD_MAX_BODY_BYTES"] = str(args.max_body_mb * 2**20)
+    os.environ["OPENRECORD_DEBUG_SEARCH"] = "1" if args.debug_search else "0"
     print(
         f"openrecord: FHIR R4 at http://{args.host}:{args.port}/fhir (database {redact(database)})",
         file=sys.stderr,
@@ -115,23 +145,12 @@ def import_command(database: str, paths: Sequence[Path], *, quiet: bool) -> int:
     records = RecordService(store)
     records.warm_up()
     settle_heap()
-    done = 0
-    started = time.perf_counter()
-
-    def progress(n: int) -> None:
-        nonlocal done
-        done += n
-        if not quiet:
-            rate = done / max(time.perf_counter() - started, 1e-9)
-            print(f"\r  {done:>9,} resources  {rate:>8,.0f}/s", end="", file=sys.stderr)
-
+    progress = Progress(quiet)
     try:
         report = Importer(records, progress=progress).import_paths(paths)
     finally:
         store.close()
-    elapsed = time.perf_counter() - started
-    if not quiet:
-        print(file=sys.stderr)
+    elapsed = progress.finish()
     print(
         f"imported {report.resources:,} resources from {report.files} file(s) in {elapsed:.1f} s"
         f" into {redact(database)}; {len(report.errors)} error(s)"
@@ -139,6 +158,54 @@ def import_command(database: str, paths: Sequence[Path], *, quiet: bool) -> int:
     for error in report.errors:
         print(f"  error: {error}", file=sys.stderr)
     return 1 if report.errors else 0
+
+
+def reindex_command(database: str, types: Sequence[str], *, quiet: bool) -> int:
+    from openrecord.fhir.outcome import FHIRError
+    from openrecord.service.clock import configured_timezone
+    from openrecord.service.context import SecurityContext
+    from openrecord.service.records import RecordService
+    from openrecord.service.reindex import reindex
+    from openrecord.store import open_store
+
+    store = open_store(database)
+    records = RecordService(store, tz=configured_timezone())  # dates as the server reads them
+    progress = Progress(quiet)
+    try:
+        records.warm_up()
+        report = reindex(records, SecurityContext.open(), types, progress=progress)
+    except FHIRError as err:
+        print(f"openrecord: {err}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    progress.finish()
+    print(
+        f"reindexed {report.total:,} resources in {report.seconds:.1f} s"
+        f" in {redact(database)}; {report.skipped} skipped (changed meanwhile)"
+    )
+    return 0
+
+
+class Progress:
+    """Resources done so far and the rate, on one stderr line (nothing when quiet)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.done = 0
+        self.started = time.perf_counter()
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        if not self.quiet:
+            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+            print(f"\r  {self.done:>9,} resources  {rate:>8,.0f}/s", end="", file=sys.stderr)
+
+    def finish(self) -> float:
+        """End the progress line; the seconds since the start."""
+        if not self.quiet and self.done:
+            print(file=sys.stderr)
+        return time.perf_counter() - self.started
 
 
 def redact(url: str) -> str:

@@ -273,21 +273,17 @@ def test_unknown_parameters_are_listed() -> None:
     ps = parse(
         "Observation",
         ("nonsense", "1"),
-        ("subject.name", "peter"),
-        ("subject:Patient.name", "peter"),
-        ("_has:Observation:patient:code", "1234"),
-        ("code-value-quantity", "http://loinc.org|8480-6$gt100"),
-        ("_text", "cancer"),
+        ("subject.nonsense", "peter"),  # chains: tests/fhir/test_search_chain.py
+        ("_has:Observation:nonsense:code", "1234"),
+        ("_query", "cancer"),  # defined by R4, with nothing to index
         ("_sort", "nonsense"),
         ("code", "x"),
     )
     assert ps.unknown == [
         "nonsense",
-        "subject.name",
-        "subject:Patient.name",
-        "_has:Observation:patient:code",
-        "code-value-quantity",
-        "_text",
+        "subject.nonsense",
+        "_has:Observation:nonsense:code",
+        "_query",
         "_sort=nonsense",
     ]
     assert [c.param for c in ps.query.conditions] == ["code"]
@@ -299,6 +295,19 @@ def test_search_across_types() -> None:
     assert ps.types == ["Patient", "Observation"]
     assert [c.param for c in ps.query.conditions] == ["_tag"]
     assert ps.unknown == ["name"]
+
+
+def test_search_across_named_types_uses_their_shared_parameters() -> None:
+    defs = definitions()
+    ps = parse_search(
+        None,
+        [("patient", "Patient/1"), ("code", "x"), ("onset-date", "2020"), ("name", "y")],
+        defs,
+        types=("Observation", "Condition"),
+    )
+    assert ps.query.types == ("Observation", "Condition")
+    assert [c.param for c in ps.query.conditions] == ["patient", "code"]
+    assert ps.unknown == ["onset-date", "name"]
 
 
 def test_empty_values_are_ignored() -> None:

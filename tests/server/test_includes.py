@@ -89,13 +89,43 @@ def test_revinclude_adds_referring_resources(client: httpx.Client) -> None:
     assert by_mode(bundle, "include") == expected
 
 
-def test_include_errors_and_unsupported_forms(client: httpx.Client) -> None:
+def test_include_errors(client: httpx.Client) -> None:
     assert client.get("/Observation", params={"_include": "Observation:nope"}).status_code == 400
     assert client.get("/Observation", params={"_include": "Observation"}).status_code == 400
-    star = client.get("/Observation", params={"_include": "Observation:*", "_count": 1})
+    assert client.get("/Observation", params={"_include": "Nope:*"}).status_code == 400
+    # _revinclude=* (every type's references to the page) is reported, not answered
+    star = client.get("/Patient", params={"_revinclude": "*", "_count": 1})
     assert star.status_code == 200
     outcome = [e for e in star.json().get("entry", []) if e["search"]["mode"] == "outcome"]
-    assert outcome and "Observation:*" in outcome[0]["resource"]["issue"][-1]["diagnostics"]
+    assert outcome and "_revinclude=*" in outcome[0]["resource"]["issue"][-1]["diagnostics"]
+
+
+def test_include_wildcard_follows_every_reference_parameter(client: httpx.Client) -> None:
+    ids = setup_records(client)
+    enc = create(
+        client,
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": f"Patient/{ids['patient']}"},
+            "serviceProvider": {"reference": f"Organization/{ids['org']}"},
+        },
+    )
+    # Encounter:* follows subject and serviceProvider (both reference parameters)
+    star = client.get("/Encounter", params={"_id": enc, "_include": "Encounter:*"}).json()
+    assert by_mode(star, "include") == sorted(
+        [("Patient", ids["patient"]), ("Organization", ids["org"])]
+    )
+    typed = client.get("/Encounter", params={"_id": enc, "_include": "Encounter:*:Patient"})
+    assert by_mode(typed.json(), "include") == [("Patient", ids["patient"])]
+    bare = client.get("/Encounter", params={"_id": enc, "_include": "*"}).json()
+    assert by_mode(bare, "include") == by_mode(star, "include")
+    # Observation:* in reverse: every Observation parameter that refers to the patient
+    rev = client.get(
+        "/Patient", params={"_id": ids["patient"], "_revinclude": "Observation:*"}
+    ).json()
+    assert by_mode(rev, "include") == sorted(("Observation", ids[f"obs{i}"]) for i in range(3))
 
 
 def test_include_iterate_follows_included_resources(client: httpx.Client) -> None:
@@ -120,3 +150,5 @@ def test_capability_lists_includes(client: httpx.Client) -> None:
     resources = {r["type"]: r for r in client.get("/metadata").json()["rest"][0]["resource"]}
     assert "Observation:subject" in resources["Observation"]["searchInclude"]
     assert "Observation:subject" in resources["Patient"]["searchRevInclude"]
+    assert "Observation:*" in resources["Observation"]["searchInclude"]
+    assert "Observation:*" in resources["Patient"]["searchRevInclude"]

@@ -402,9 +402,9 @@ def test_capability_statement(client: httpx.Client) -> None:
     }
     params = {p["name"]: p["type"] for p in obs["searchParam"]}
     assert params["code"] == "token" and params["date"] == "date"
-    assert "combo-code-value-quantity" not in params  # composite search is not served yet
+    assert params["combo-code-value-quantity"] == "composite"
     ops = {i["code"] for i in cs["rest"][0]["interaction"]}
-    assert ops == {"transaction", "batch", "history-system"}
+    assert ops == {"transaction", "batch", "search-system", "history-system"}
 
 
 def test_system_search_by_type(client: httpx.Client) -> None:
@@ -414,8 +414,54 @@ def test_system_search_by_type(client: httpx.Client) -> None:
     assert found.status_code == 200, found.text
     entries = found.json().get("entry", [])
     assert [e["resource"]["resourceType"] for e in entries] == ["Patient"]
-    assert client.get("", params={"_type": "Patient,Observation"}).status_code == 400
     assert client.get("", params={"_type": "Nonsense"}).status_code == 404
+    assert client.get("", params={"_type": "Patient,Nonsense"}).status_code == 404
+
+
+def test_system_search_across_several_types(client: httpx.Client) -> None:
+    pid = create(client, patient()).json()["id"]
+    subject = {"reference": f"Patient/{pid}"}
+    code = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+    obs = create(
+        client, {"resourceType": "Observation", "status": "final", "code": code, "subject": subject}
+    ).json()["id"]
+    cond = create(client, {"resourceType": "Condition", "subject": subject}).json()["id"]
+    create(
+        client,
+        {
+            "resourceType": "Encounter",
+            "status": "finished",
+            "class": {"code": "AMB"},
+            "subject": subject,
+        },
+    )
+    # `patient` is defined for Observation and Condition: both match, the Encounter is
+    # not among the types asked for
+    found = client.get("", params={"_type": "Observation,Condition", "patient": f"Patient/{pid}"})
+    assert found.status_code == 200, found.text
+    got = sorted(
+        (e["resource"]["resourceType"], e["resource"]["id"]) for e in found.json()["entry"]
+    )
+    assert got == [("Condition", cond), ("Observation", obs)]
+    # `code` exists on both, `onset-date` only on Condition: reported, or 400 when strict
+    mixed = {"_type": "Observation,Condition", "patient": f"Patient/{pid}", "onset-date": "2020"}
+    lenient = client.get("", params=mixed).json()
+    outcome = [e for e in lenient["entry"] if e["search"]["mode"] == "outcome"]
+    assert outcome and "onset-date" in outcome[0]["resource"]["issue"][0]["diagnostics"]
+    strict = client.get("", params=mixed, headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400
+    coded = client.get(
+        "",
+        params={
+            "_type": "Observation,Condition",
+            "code": "http://loinc.org|8867-4",
+            "patient": f"Patient/{pid}",
+        },
+    ).json()
+    matches = [e for e in coded["entry"] if e["search"]["mode"] == "match"]
+    assert [(e["resource"]["resourceType"], e["resource"]["id"]) for e in matches] == [
+        ("Observation", obs)
+    ]
 
 
 def test_search_reports_unknown_parameters(client: httpx.Client) -> None:

@@ -230,8 +230,10 @@ NUMBERS = {
         ("lt", "n4 n7"),
         ("ge", "n1 n2 n3 n5 n6"),
         ("le", "n1 n2 n4 n5 n7"),
-        ("sa", "n6"),
-        ("eb", "n7"),
+        # implicit ranges are half-open: 101's [100.5, 101.5) starts where 100's
+        # [99.5, 100.5) ends, so they do not overlap (same for 99 below)
+        ("sa", "n3 n6"),
+        ("eb", "n4 n7"),
         ("ap", "n1 n2 n3 n4 n5"),
     ],
 )

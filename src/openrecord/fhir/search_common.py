@@ -18,16 +18,28 @@ from typing import NamedTuple
 __all__ = [
     "DATE_MAX",
     "DATE_MIN",
+    "OF_TYPE",
     "ParsedReference",
     "date_range",
     "normalize_string",
     "number_range",
+    "of_type_system",
     "parse_reference",
 ]
 
 # Open ends of a Period (missing start or end), as the store's bigint columns hold them.
 DATE_MIN = -(2**63)
 DATE_MAX = 2**63 - 1
+
+# `identifier:of-type=S|C|V` (an Identifier whose type has coding S|C and whose value is
+# V) is indexed as one more token of the parameter: system OF_TYPE + "S|C", code V. The
+# control character keeps these rows out of reach of every other token search form.
+OF_TYPE = "\x1f"
+
+
+def of_type_system(system: str | None, code: str) -> str:
+    return f"{OF_TYPE}{system or ''}|{code}"
+
 
 _EPOCH_ORDINAL = 719163  # date(1970, 1, 1).toordinal()
 _US_PER_DAY = 86_400_000_000

@@ -22,6 +22,7 @@ from openrecord.fhir.search_common import (
     date_range,
     normalize_string,
     number_range,
+    of_type_system,
     parse_reference,
 )
 from openrecord.fhir.search_values import (
@@ -79,7 +80,14 @@ def _identifier(v: Any, root: dict[str, Any], out: list[SearchValue]) -> None:
         system, value = v.get("system"), v.get("value")
         if system is not None or value is not None:
             t = v.get("type")
-            out.append(TokenValue(system, value, t.get("text") if type(t) is dict else None))
+            if type(t) is not dict:
+                out.append(TokenValue(system, value))
+                return
+            out.append(TokenValue(system, value, t.get("text")))
+            if type(value) is str:  # for :of-type (see search_common.OF_TYPE)
+                for c in t.get("coding") or ():
+                    if type(c) is dict and type(c.get("code")) is str:
+                        out.append(TokenValue(of_type_system(c.get("system"), c["code"]), value))
 
 
 def _contact_point(v: Any, root: dict[str, Any], out: list[SearchValue]) -> None:

@@ -122,6 +122,25 @@ class IndexExtractor:
     def fallback_count(self) -> int:
         return len(self.fallback_expressions)
 
+    def check_param(self, rtype: str, sp: SearchParamDef) -> None:
+        """Compile `sp` for `rtype` as a write would; ValueError if it would index nothing.
+
+        For parameters defined at run time (SearchParameter resources): a failure
+        here is the client's, reported before the definition is stored.
+        """
+        if sp.type not in _INDEXED_TYPES or not sp.expression:
+            raise ValueError(f"parameters of type {sp.type!r} are not indexed")
+        try:
+            step = self._compile_native(rtype, sp)
+        except Unsupported:
+            try:
+                self._compile_fallback(rtype, sp)
+            except Exception as err:  # fhirpathpy's parser raises many kinds
+                raise ValueError(f"the expression cannot be compiled: {err}") from None
+            return
+        if step is None:
+            raise ValueError(f"the expression yields no values a {sp.type} parameter can index")
+
     def extract(self, resource: dict[str, Any]) -> list[IndexEntry]:
         """The index entries of `resource`, each distinct (param, value) once."""
         rtype = resource.get("resourceType")

@@ -17,12 +17,16 @@ from typing import Literal, cast
 
 from openrecord.fhir.definitions import Definitions, SearchParamDef
 from openrecord.fhir.outcome import FHIRError
+from openrecord.fhir.search_chain import Table, is_chained, parse_chained
 from openrecord.fhir.search_common import (
     date_range,
     normalize_string,
     number_range,
+    of_type_system,
     parse_reference,
 )
+from openrecord.fhir.search_composite import component_defs, parse_composite
+from openrecord.fhir.search_text import TEXT_PARAMS, words
 from openrecord.store.query import (
     Condition,
     Criterion,
@@ -31,23 +35,33 @@ from openrecord.store.query import (
     Prefix,
     QuantityCriterion,
     ReferenceCriterion,
+    SearchCondition,
     SearchQuery,
     SortKey,
     StringCriterion,
+    TextCriterion,
     TokenCriterion,
     UriCriterion,
 )
 
-__all__ = ["DEFAULT_COUNT", "MAX_COUNT", "ParsedSearch", "parse_search", "split_values"]
+__all__ = [
+    "DEFAULT_COUNT",
+    "MAX_COUNT",
+    "ParsedSearch",
+    "parse_search",
+    "shared_params",
+    "split_values",
+]
 
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
+MAX_VALUES = 1000  # OR-ed values in one parameter: each is a bound SQL parameter or two
 
 Kind = Literal["token", "string", "date", "number", "quantity", "reference", "uri"]
 _PREFIXES = frozenset(("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"))
 _MODIFIERS: dict[str, frozenset[str]] = {
     "string": frozenset({"missing", "exact", "contains"}),
-    "token": frozenset({"missing", "not", "text", "above", "below"}),
+    "token": frozenset({"missing", "not", "text", "above", "below", "of-type"}),
     "reference": frozenset({"missing", "identifier", "above", "below"}),
     "uri": frozenset({"missing", "above", "below"}),
     "date": frozenset({"missing"}),
@@ -56,7 +70,7 @@ _MODIFIERS: dict[str, frozenset[str]] = {
 }
 # Known to FHIR but not implemented here: rejected rather than silently ignored,
 # since ignoring them would widen the result (`code:in=…` matching everything).
-_UNSUPPORTED_MODIFIERS = frozenset({"in", "not-in", "of-type", "iterate", "type"})
+_UNSUPPORTED_MODIFIERS = frozenset({"in", "not-in", "iterate", "type"})
 # Handled by the HTTP layer, not by search.
 _TRANSPORT_PARAMS = frozenset({"_format", "_pretty"})
 _SUMMARY = frozenset({"true", "false", "text", "data", "count"})
@@ -137,6 +151,20 @@ def _common_params(defs: Definitions) -> dict[str, SearchParamDef]:
     return found
 
 
+def shared_params(defs: Definitions, types: tuple[str, ...]) -> dict[str, SearchParamDef]:
+    """Parameters that every one of `types` defines with the same kind: the ones a search
+    across those types can use (search.html#_type); `patient` for Observation and
+    Condition, say. The first type's definition stands for all (kinds and targets agree
+    where it matters)."""
+    tables = [defs.search_params.get(t, {}) for t in types]
+    first = tables[0] if tables else {}
+    return {
+        code: sp
+        for code, sp in first.items()
+        if all(code in t and t[code].type == sp.type for t in tables[1:])
+    }
+
+
 def parse_search(
     resource_type: str | None,
     params: list[tuple[str, str]],
@@ -145,17 +173,20 @@ def parse_search(
     *,
     default_count: int = DEFAULT_COUNT,
     max_count: int = MAX_COUNT,
+    types: tuple[str, ...] = (),
 ) -> ParsedSearch:
-    """Parse search parameters for `resource_type` (None: a search across all types).
+    """Parse search parameters for `resource_type` (None: a search across all types, or
+    across `types` when given: `_type=Observation,Condition`).
 
     Raises FHIRError 400 for values that cannot be read (`birthdate=notadate`,
     `_count=abc`) and for modifiers this server does not implement.
     """
     if resource_type is None:
-        table = _common_params(defs)
+        table = shared_params(defs, types) if types else _common_params(defs)
     else:
         table = defs.search_params.get(resource_type, {})
     out = ParsedSearch(SearchQuery(resource_type, count=min(default_count, max_count)))
+    out.query.types = types
     for name, raw in params:
         if name in _TRANSPORT_PARAMS:
             continue
@@ -163,27 +194,63 @@ def parse_search(
             continue
         if raw == "":
             continue  # an empty value places no constraint
-        code, _, modifier = name.partition(":")
-        if "." in name or code == "_has" or code not in table:
-            out.unknown.append(name)  # chains, _has, unknown codes
-            continue
-        sp = table[code]
-        if not sp.expression:  # _text, _content, _query: nothing indexed to match
-            out.unknown.append(name)
-            continue
-        if code == "_id":
-            kind: str = "token"
-        elif code == "_lastUpdated":
-            kind = "date"
+        found: SearchCondition | None
+        if is_chained(name):
+            searched = (resource_type,) if resource_type is not None else types or None
+
+            def leaf(label: str, leaf_name: str, value: str, params: Table) -> Condition | None:
+                return _leaf(label, leaf_name, value, params, defs, tz)
+
+            found = parse_chained(name, raw, table, searched, defs, leaf)
         else:
-            kind = sp.type
-        if kind not in _MODIFIERS:  # composite, special
-            out.unknown.append(name)
-            continue
-        out.query.conditions.append(
-            _condition(name, code, modifier or None, raw, kind, sp, defs, tz)
-        )
+            found = _leaf(name, name, raw, table, defs, tz)
+        if found is None:
+            out.unknown.append(name)  # unknown codes, kinds this server cannot search
+        else:
+            out.query.conditions.append(found)
     return out
+
+
+def _leaf(
+    label: str,
+    name: str,
+    raw: str,
+    table: dict[str, SearchParamDef],
+    defs: Definitions,
+    tz: tzinfo,
+) -> Condition | None:
+    """The condition for the ordinary parameter `name` (`code[:modifier]`) of a type with
+    parameters `table`; None: not understood. `label` names it in errors (for the last
+    parameter of a chain, the whole chain)."""
+    code, _, modifier = name.partition(":")
+    if code in TEXT_PARAMS:  # every type (and all types) has both, narrative or not
+        return _text_condition(label, code, modifier or None, raw)
+    sp = table.get(code)
+    if sp is None or not sp.expression:  # _query: nothing indexed
+        return None
+    if code == "_id":
+        kind: str = "token"
+    elif code == "_lastUpdated":
+        kind = "date"
+    else:
+        kind = sp.type
+    if kind == "composite":  # None: a component this server does not know
+        return _composite(label, modifier or None, raw, sp, defs, tz)
+    if kind not in _MODIFIERS:  # special
+        return None
+    return _condition(label, code, modifier or None, raw, kind, sp, defs, tz)
+
+
+def _text_condition(label: str, code: str, modifier: str | None, raw: str) -> Condition:
+    """`_text`/`_content`: each comma-separated value's words (search_text.py), OR-ed."""
+    if modifier is not None:
+        raise _bad(label, f"the :{modifier} modifier does not apply to {code}", "invalid")
+    values = tuple(
+        TextCriterion(tuple(words(_unescape(part)))) for part in split_values(raw) if part
+    )
+    if not values:
+        raise _bad(label, "no value")
+    return Condition(code, "string", values)
 
 
 def _int(name: str, raw: str) -> int:
@@ -202,10 +269,13 @@ def _result_param(
         q.count = min(_int(name, raw), max_count)
     elif code == "_offset":
         q.offset = _int(name, raw)
+    elif code == "_cursor":  # opaque keyset position from a next/previous link
+        q.cursor = raw or None
     elif code == "_total":
         if raw not in _TOTAL:
             raise _bad(name, f"{raw!r} is not one of accurate, estimate, none")
         q.total = raw == "accurate"
+        q.total_estimate = raw == "estimate"
     elif code == "_sort":
         for key in (k.strip() for k in raw.split(",")):
             if not key:
@@ -277,7 +347,10 @@ def _condition(
         if sp.targets and modifier not in sp.targets:
             raise _bad(name, f"{modifier} is not a target type of {code}")
     values: list[Criterion] = []
-    for part in split_values(raw):
+    parts = split_values(raw)
+    if len(parts) > MAX_VALUES:
+        raise _bad(name, f"{len(parts)} values; at most {MAX_VALUES} are supported", "too-costly")
+    for part in parts:
         if part == "":
             continue
         values.append(_criterion(name, code, modifier, part, kind, sp, defs, tz))
@@ -299,6 +372,12 @@ def _criterion(
     if kind == "token" or (kind == "reference" and modifier == "identifier"):
         if modifier == "text":
             return StringCriterion(normalize_string(_unescape(part)))
+        if modifier == "of-type":
+            pieces = split_values(part, "|")
+            if len(pieces) != 3 or not all(pieces[1:]):
+                raise _bad(name, f":of-type takes system|code|value, not {part!r}")
+            system, code, value = (_unescape(x) for x in pieces)
+            return TokenCriterion(of_type_system(system or None, code), value)
         return _token(part)
     if kind == "string":
         text = _unescape(part)
@@ -368,3 +447,18 @@ def _reference(
     if type_hint is None and len(sp.targets) == 1:
         type_hint = sp.targets[0]  # only one type can be meant
     return ReferenceCriterion(type_hint, text)
+
+
+def _composite(
+    name: str, modifier: str | None, raw: str, sp: SearchParamDef, defs: Definitions, tz: tzinfo
+) -> Condition | None:
+    """A composite condition (`search_composite`); None if a component is unknown."""
+    components = component_defs(sp, defs)
+    if components is None:
+        return None
+    pieces = [split_values(part, "$") for part in split_values(raw) if part != ""]
+
+    def read(kind: str, csp: SearchParamDef, text: str) -> Criterion:
+        return _criterion(name, csp.code, None, text, kind, csp, defs, tz)
+
+    return parse_composite(name, modifier, raw, pieces, sp, components, read)

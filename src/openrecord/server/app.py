@@ -29,6 +29,7 @@ class ServerConfig:
     base_path: str = "/fhir"
     max_body_bytes: int = 64 * 1024 * 1024
     tz: tzinfo = UTC
+    debug_search: bool = False  # `_explain=true` answers SQL and plan (never on in production)
 
 
 def create_app(config: ServerConfig, store: Store | None = None) -> Application:
@@ -43,6 +44,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> Application:
             base_path=config.base_path,
             max_body_bytes=config.max_body_bytes,
             inline_reads=store.inline_reads,
+            debug_search=config.debug_search,
         ),
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from openrecord.server.app import Application, ServerConfig, create_app
+from openrecord.service.clock import configured_timezone
 
 __all__ = ["app_from_env"]
 
@@ -18,4 +19,12 @@ def app_from_env() -> Application:
     if not database:
         raise RuntimeError("OPENRECORD_DATABASE is not set")
     max_body = int(os.environ.get("OPENRECORD_MAX_BODY_BYTES", 64 * 1024 * 1024))
-    return create_app(ServerConfig(database=database, max_body_bytes=max_body))
+    debug_search = os.environ.get("OPENRECORD_DEBUG_SEARCH", "") in ("1", "true", "yes")
+    return create_app(
+        ServerConfig(
+            database=database,
+            max_body_bytes=max_body,
+            debug_search=debug_search,
+            tz=configured_timezone(),
+        )
+    )

@@ -30,26 +30,27 @@ def searchset(
     resources: list[StoredVersion],
     bodies: list[bytes],
     total: int | None,
-    offset: int,
-    count: int,
-    has_more: bool,
+    next_cursor: str | None,
+    previous_cursor: str | None,
     warnings: list[Issue],
     included: Sequence[tuple[StoredVersion, bytes]] = (),
 ) -> dict[str, Any]:
+    """`params` are the request's: `self` is the page served, `first` drops its position,
+    `next`/`previous` carry keyset cursors (stable while others write), never offsets."""
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total is not None:
         bundle["total"] = total
-    links = [{"relation": "self", "url": page_link(self_url, params)}]
-    if offset > 0:
+    unpositioned = [(k, v) for k, v in params if k not in ("_cursor", "_offset")]
+    links = [
+        {"relation": "self", "url": page_link(self_url, params)},
+        {"relation": "first", "url": page_link(self_url, unpositioned)},
+    ]
+    if previous_cursor is not None:
+        url = page_link(self_url, unpositioned, _cursor=previous_cursor)
+        links.append({"relation": "previous", "url": url})
+    if next_cursor is not None:
         links.append(
-            {
-                "relation": "previous",
-                "url": page_link(self_url, params, _offset=max(0, offset - count)),
-            }
-        )
-    if has_more:
-        links.append(
-            {"relation": "next", "url": page_link(self_url, params, _offset=offset + count)}
+            {"relation": "next", "url": page_link(self_url, unpositioned, _cursor=next_cursor)}
         )
     bundle["link"] = links
     entries: list[dict[str, Any]] = [

@@ -6,11 +6,16 @@ from typing import Any
 
 from openrecord import __version__
 from openrecord.fhir.definitions import Definitions
+from openrecord.fhir.search_composite import component_defs
+from openrecord.fhir.search_text import TEXT_PARAMS, TEXT_RULE
 
 __all__ = ["SEARCHABLE_KINDS", "capability_statement"]
 
-# Parameter types the store's search answers today; composite and special come later.
-SEARCHABLE_KINDS = frozenset({"token", "string", "date", "number", "quantity", "reference", "uri"})
+# Parameter types the store's search answers today (special ones come later); a
+# composite only when all its components are known.
+SEARCHABLE_KINDS = frozenset(
+    {"token", "string", "date", "number", "quantity", "reference", "uri", "composite"}
+)
 _TYPE_INTERACTIONS = [
     "read",
     "vread",
@@ -36,16 +41,27 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
         for code, sp in sorted(defs.search_params.get(source, {}).items()):
             if sp.type != "reference" or not sp.expression:
                 continue
-            includes.setdefault(source, []).append(f"{source}:{code}")
+            includes.setdefault(source, [f"{source}:*"]).append(f"{source}:{code}")
             for target in sp.targets:
-                revincludes.setdefault(target, []).append(f"{source}:{code}")
+                rev = revincludes.setdefault(target, [])
+                if f"{source}:*" not in rev:
+                    rev.append(f"{source}:*")
+                rev.append(f"{source}:{code}")
     resources = []
+    per_type: list[list[dict[str, str]]] = []  # each type's searchParam list
     for type_name in sorted(defs.resource_types):
         params = []
         for code, sp in sorted(defs.search_params.get(type_name, {}).items()):
+            if code in TEXT_PARAMS:  # no expression: answered from the full-text tables
+                doc = {"documentation": TEXT_RULE}
+                params.append({"name": code, "definition": sp.url, "type": sp.type, **doc})
+                continue
             if sp.type not in SEARCHABLE_KINDS or not sp.expression:
                 continue
+            if sp.type == "composite" and component_defs(sp, defs) is None:
+                continue
             params.append({"name": code, "definition": sp.url, "type": sp.type})
+        per_type.append(params)
         resources.append(
             {
                 "type": type_name,
@@ -95,8 +111,13 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},
+                    {"code": "search-system"},
                     {"code": "history-system"},
                 ],
+                # [base]?… across every type (or `_type=A,B`): the parameters all types have
+                "searchParam": [p for p in per_type[0] if all(p in q for q in per_type[1:])]
+                if per_type
+                else [],
             }
         ],
     }

@@ -37,6 +37,7 @@ from openrecord.service.bundles import BundleProcessor, EntryUrl
 from openrecord.service.clock import from_http_date, http_date, instant, now_micros, parse_instant
 from openrecord.service.context import SecurityContext
 from openrecord.service.records import RecordService, WriteResult
+from openrecord.service.reindex import reindex, report_parameters
 from openrecord.store.base import StoredVersion
 
 __all__ = ["FHIRApi", "RestConfig"]
@@ -54,6 +55,7 @@ class RestConfig:
     base_path: str = "/fhir"
     max_body_bytes: int = 64 * 1024 * 1024
     inline_reads: bool = False  # answer reads on the event loop (cheap local stores)
+    debug_search: bool = False  # `_explain=true` returns the search's SQL and plan
 
 
 class FHIRApi:
@@ -108,10 +110,12 @@ class FHIRApi:
                 return await self.search(request, ctx, None)
         elif parts[0] == "metadata" and n == 1:
             if method == "GET":
-                return self.metadata(request)
+                return await self.blocking(self.metadata, request)
         elif parts[0] == "_history" and n == 1:
             if method == "GET":
                 return await self.history(request, ctx, None, None)
+        elif parts[0] == "$reindex" and n == 1 and method == "POST":
+            return await self.reindex(request, ctx, None)
         elif parts[0].startswith("$"):
             raise FHIRError.of(404, "not-supported", f"operation {parts[0]} is not supported")
         else:
@@ -124,6 +128,8 @@ class FHIRApi:
                 return await self.search(request, ctx, type)
             if n == 2 and second == "_history" and method == "GET":
                 return await self.history(request, ctx, type, None)
+            if n == 2 and second == "$reindex" and method == "POST":
+                return await self.reindex(request, ctx, type)
             if n == 2 and second == "$validate" and method == "POST":
                 return await self.validate(request, ctx, type, None)
             if n == 2 and not second.startswith(("_", "$")):
@@ -254,8 +260,15 @@ class FHIRApi:
             body = await read_body(request, self.config.max_body_bytes)
             params += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
         compartment_type = None if type == "*" else type
+        explain = self.config.debug_search and wants_explain(params)
         result = await self.blocking(
-            self.records.search, ctx, compartment_type, params, compartment=compartment
+            self.records.search,
+            ctx,
+            compartment_type,
+            [(k, v) for k, v in params if k != "_explain" or not self.config.debug_search],
+            compartment=compartment,
+            explain=explain,
+            base=self.base_url(request),
         )
         parsed = result.parsed
         strict = prefer(request).get("handling") == "strict"
@@ -277,6 +290,8 @@ class FHIRApi:
             )
             for form in result.unsupported
         ]
+        if result.explain is not None:
+            warnings.append(Issue("informational", result.explain, severity="information"))
         summary = parsed.summary
         resources = [] if summary == "count" else result.resources
         bodies = [self.entry_body(r.data, summary, parsed.elements) for r in resources if r.data]
@@ -284,13 +299,12 @@ class FHIRApi:
         bundle = searchset(
             base=base,
             self_url="/".join([base, *(compartment or ()), *([type] if type else [])]),
-            params=[(k, v) for k, v in params if k != "_offset"],
+            params=params,
             resources=resources,
             bodies=bodies,
             total=result.total,
-            offset=parsed.query.offset,
-            count=parsed.query.count,
-            has_more=result.has_more and summary != "count",
+            next_cursor=result.next_cursor,
+            previous_cursor=result.previous_cursor,
             warnings=warnings,
             included=[
                 (r, self.entry_body(r.data, summary, parsed.elements))
@@ -349,6 +363,8 @@ class FHIRApi:
     async def bundle(self, request: Request, ctx: SecurityContext) -> Response:
         body = await read_json_body(request, self.config.max_body_bytes)
         returning = prefer(request).get("return", "minimal")
+        # entries re-check custom search parameters at most every second: check now
+        await self.blocking(self.records.params.sync)
         result = await self.blocking(
             self.bundles.process, ctx, body, returning=returning, base=self.base_url(request)
         )
@@ -393,8 +409,15 @@ class FHIRApi:
         issues = await self.blocking(self.records.validate, ctx, type, resource, mode=mode, id=id)
         return fhir_response(operation_outcome(issues), pretty=wants_pretty(request))
 
+    async def reindex(self, request: Request, ctx: SecurityContext, type: str | None) -> Response:
+        """`$reindex`: the index of every current resource (of `type`), no new versions."""
+        types = [type] if type is not None else []
+        report = await self.blocking(reindex, self.records, ctx, types)
+        return fhir_response(report_parameters(report), pretty=wants_pretty(request))
+
     def metadata(self, request: Request) -> Response:
-        statement = capability_statement(self.defs, self.base_url(request), self.started)
+        defs = self.records.params.sync().defs  # custom search parameters included
+        statement = capability_statement(defs, self.base_url(request), self.started)
         mode = request.query_params.get("mode")
         if mode not in (None, "full", "normative", "terminology"):
             raise FHIRError.of(400, "invalid", f"mode {mode!r} is not supported", "mode")
@@ -455,6 +478,15 @@ def not_modified(request: Request, found: StoredVersion) -> bool:
         # HTTP dates have whole seconds: compare at that precision.
         return micros is not None and found.last_updated // 1_000_000 <= micros // 1_000_000
     return False
+
+
+def wants_explain(params: list[tuple[str, str]]) -> bool:
+    """`_explain=true|false` (a debug-only parameter; other values are a 400)."""
+    values = [v for k, v in params if k == "_explain"]
+    for v in values:
+        if v not in ("true", "false"):
+            raise FHIRError.of(400, "value", f"_explain takes true or false, not {v!r}", "_explain")
+    return "true" in values
 
 
 def bounded_int(raw: str | None, name: str, default: int, low: int, high: int) -> int:

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import os
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from email.utils import format_datetime, parsedate_to_datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-__all__ = ["from_http_date", "http_date", "instant", "now_micros", "parse_instant"]
+__all__ = [
+    "configured_timezone",
+    "from_http_date",
+    "http_date",
+    "instant",
+    "now_micros",
+    "parse_instant",
+    "timezone_named",
+]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def timezone_named(name: str) -> tzinfo:
+    """An IANA time zone ("Europe/Paris") or "UTC"; ValueError for an unknown name."""
+    if name in ("", "UTC", "Z"):
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name like Europe/Paris)"
+        ) from None
+
+
+def configured_timezone() -> tzinfo:
+    """The server's time zone, `OPENRECORD_TIMEZONE` (default UTC).
+
+    FHIR reads a date or time written without a zone as local to the server
+    (search.html#date): the index stores such values, and searches read such criteria,
+    in this zone. Every process (server workers, import, reindex) takes it from the
+    same setting; changing it calls for a reindex of data written before.
+    """
+    return timezone_named(os.environ.get("OPENRECORD_TIMEZONE", ""))
+
+
 _last = 0
 
 

@@ -1,6 +1,7 @@
 """`_include` and `_revinclude` (search.html#include): the resources a page refers to, or
 that refer to it. They come back with `search.mode = include` and never count toward
-`_count`. The `*` form is not answered yet: it is reported, not ignored.
+`_count`. `Type:*` (and `Type:*:Target`) stands for every reference parameter of
+`Type`; a bare `*` for every reference parameter of every type on the page.
 """
 
 from __future__ import annotations
@@ -33,23 +34,25 @@ class Included:
 
 @dataclass(frozen=True, slots=True)
 class _Spec:
-    source: str
-    param: str
+    source: str  # a resource type, or "*": any
+    param: str  # a reference parameter code, or "*": every reference parameter
     target: str | None
 
 
-def _parse(value: str, name: str, defs: Definitions) -> _Spec | None:
-    """`Source:param[:Target]`; None for the `*` form; 400 for anything malformed."""
+def _parse(value: str, name: str, defs: Definitions) -> _Spec:
+    """`Source:param[:Target]`, `Source:*[:Target]` or `*`; 400 for anything malformed."""
+    if value == "*":
+        return _Spec("*", "*", None)
     parts = value.split(":")
     if len(parts) not in (2, 3) or not all(parts):
         raise FHIRError.of(400, "invalid", f"{name}={value!r}: expected Type:param[:Type]", name)
     source, param = parts[0], parts[1]
     target = parts[2] if len(parts) == 3 else None
-    if param == "*":
-        return None
     for t in (source, target):
         if t is not None and t not in defs.resource_types:
             raise FHIRError.of(400, "invalid", f"{name}={value!r}: unknown type {t!r}", name)
+    if param == "*":
+        return _Spec(source, "*", target)
     sp = defs.search_param(source, param)
     if sp is None or sp.type != "reference":
         raise FHIRError.of(
@@ -72,37 +75,36 @@ def find_included(
 ) -> Included:
     """The page's `_include`/`_revinclude` resources; `:iterate` forms repeat on what
     was included, until nothing new comes (at most MAX_ROUNDS rounds)."""
-    finder = _Finder(ctx, store, indexer, page)
-    once = [_spec(v, "_include", defs, finder) for v in parsed.include]
-    rev_once = [_spec(v, "_revinclude", defs, finder) for v in parsed.revinclude]
-    again = [_spec(v, "_include:iterate", defs, finder) for v in parsed.include_iterate]
-    rev_again = [_spec(v, "_revinclude:iterate", defs, finder) for v in parsed.revinclude_iterate]
+    finder = _Finder(ctx, store, indexer, defs, page)
+    once = [_parse(v, "_include", defs) for v in parsed.include]
+    rev_once = [_parse(v, "_revinclude", defs) for v in parsed.revinclude]
+    again = [_parse(v, "_include", defs) for v in parsed.include_iterate]
+    rev_again = [_parse(v, "_revinclude", defs) for v in parsed.revinclude_iterate]
     sources = list(page)
-    fresh = finder.include([s for s in once + again if s], sources)
-    fresh += finder.revinclude([s for s in rev_once + rev_again if s], sources)
+    fresh = finder.include(once + again, sources)
+    fresh += finder.revinclude(rev_once + rev_again, sources)
     for _ in range(MAX_ROUNDS):
         if not fresh or not (again or rev_again):
             break
         sources = fresh
-        fresh = finder.include([s for s in again if s], sources)
-        fresh += finder.revinclude([s for s in rev_again if s], sources)
+        fresh = finder.include(again, sources)
+        fresh += finder.revinclude(rev_again, sources)
     return Included(finder.found, finder.unsupported)
-
-
-def _spec(value: str, name: str, defs: Definitions, finder: _Finder) -> _Spec | None:
-    spec = _parse(value, name.split(":")[0], defs)
-    if spec is None:
-        finder.unsupported.append(f"{name}={value}")
-    return spec
 
 
 class _Finder:
     def __init__(
-        self, ctx: SecurityContext, store: Store, indexer: IndexExtractor, page: list[StoredVersion]
+        self,
+        ctx: SecurityContext,
+        store: Store,
+        indexer: IndexExtractor,
+        defs: Definitions,
+        page: list[StoredVersion],
     ) -> None:
         self.ctx = ctx
         self.store = store
         self.indexer = indexer
+        self.defs = defs
         self.seen = {(r.type, r.id) for r in page}
         self.found: list[StoredVersion] = []
         self.unsupported: list[str] = []
@@ -120,11 +122,11 @@ class _Finder:
         wanted: list[tuple[str, str]] = []
         for spec in specs:
             for r in sources:
-                if r.type != spec.source or r.data is None:
+                if spec.source not in ("*", r.type) or r.data is None:
                     continue
                 for entry in self.indexer.extract(orjson.loads(r.data)):
                     v = entry.value
-                    if entry.param != spec.param or not isinstance(v, ReferenceValue):
+                    if spec.param not in ("*", entry.param) or not isinstance(v, ReferenceValue):
                         continue
                     if v.type and v.id and v.url is None and spec.target in (None, v.type):
                         wanted.append((v.type, v.id))
@@ -142,15 +144,31 @@ class _Finder:
         """Resources whose specs' parameters reference any of `sources`."""
         fresh = []
         for spec in specs:
-            targets = tuple(
-                ReferenceCriterion(r.type, r.id) for r in sources if spec.target in (None, r.type)
-            )
+            if spec.source == "*":
+                if "_revinclude=*" not in self.unsupported:  # every type: not answered
+                    self.unsupported.append("_revinclude=*")
+                continue
+            targets = [r for r in sources if spec.target in (None, r.type)]
             if not targets:
                 continue
             access.check(self.ctx, "search", spec.source)
-            condition = Condition(spec.param, "reference", targets)
-            query = SearchQuery(spec.source, [condition], count=MAX_INCLUDED)
-            for found in self.store.search(query).resources:
-                if self.add(found):
-                    fresh.append(found)
+            for param in self.reference_params(spec, {r.type for r in targets}):
+                values = tuple(ReferenceCriterion(r.type, r.id) for r in targets)
+                condition = Condition(param, "reference", values)
+                query = SearchQuery(spec.source, [condition], count=MAX_INCLUDED)
+                for found in self.store.search(query).resources:
+                    if self.add(found):
+                        fresh.append(found)
         return fresh
+
+    def reference_params(self, spec: _Spec, types: set[str]) -> list[str]:
+        """The parameter itself, or for `*` every reference parameter of the source type
+        that can point at one of `types`."""
+        if spec.param != "*":
+            return [spec.param]
+        table = self.defs.search_params.get(spec.source, {})
+        return [
+            code
+            for code, sp in table.items()
+            if sp.type == "reference" and (not sp.targets or types & set(sp.targets))
+        ]

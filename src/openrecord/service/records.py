@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, tzinfo
+from dataclasses import dataclass, field, replace
+from datetime import tzinfo
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -20,16 +20,22 @@ import orjson
 from openrecord.fhir.definitions import Definitions, definitions
 from openrecord.fhir.outcome import FHIRError, Issue
 from openrecord.fhir.patch import apply_fhirpath_patch, apply_json_patch
+from openrecord.fhir.search_chain import chained_types
 from openrecord.fhir.search_index import IndexExtractor
+from openrecord.fhir.search_local import localize
 from openrecord.fhir.search_query import ParsedSearch, parse_search
+from openrecord.fhir.search_text import text_entries
 from openrecord.fhir.search_values import IndexEntry
 from openrecord.fhir.validation import validate_resource
 from openrecord.service import access
-from openrecord.service.clock import instant, now_micros
+from openrecord.service.clock import configured_timezone, instant, now_micros
 from openrecord.service.context import SecurityContext
 from openrecord.service.includes import find_included
+from openrecord.service.lists import list_conditions
+from openrecord.service.search_params import SearchParamRegistry
 from openrecord.store.base import (
     HistoryPage,
+    InvalidCursor,
     Method,
     Store,
     StoredVersion,
@@ -43,6 +49,9 @@ __all__ = ["Prepared", "RecordService", "SearchResult", "WriteResult"]
 
 T = TypeVar("T")
 _RETRIES = 5
+# Bundle entries re-check the SearchParameter generation at most this often (seconds);
+# single interactions check it every time (see service/search_params.py).
+_ENTRY_SYNC_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,9 @@ class SearchResult:
     parsed: ParsedSearch
     included: list[StoredVersion] = field(default_factory=list)  # _include/_revinclude
     unsupported: list[str] = field(default_factory=list)  # forms reported, not answered
+    next_cursor: str | None = None  # `_cursor` of the next page (None: this is the last)
+    previous_cursor: str | None = None
+    explain: str | None = None  # SQL and plan (debug setting; for the requester only)
 
 
 class RecordService:
@@ -77,15 +89,25 @@ class RecordService:
         store: Store,
         *,
         defs: Definitions | None = None,
-        tz: tzinfo = UTC,
+        tz: tzinfo | None = None,
     ) -> None:
         self.store = store
-        self.defs = defs or definitions()
-        self.tz = tz
-        self.indexer = IndexExtractor(self.defs, tz)
+        self.base_defs = defs or definitions()
+        tz = self.tz = tz or configured_timezone()
+        self.params = SearchParamRegistry(store, self.base_defs, tz)
+
+    @property
+    def defs(self) -> Definitions:
+        """The definitions with the custom search parameters of the last `params.sync()`."""
+        return self.params.table.defs
+
+    @property
+    def indexer(self) -> IndexExtractor:
+        return self.params.table.indexer
 
     def warm_up(self) -> None:
-        """Compile every search expression and element map now, not on first use."""
+        """Load custom search parameters; compile every expression and element map now."""
+        self.params.sync()
         self.indexer.compile_all()
         for type_name in self.defs.resource_types:
             self.defs.children((type_name, ""))
@@ -139,11 +161,18 @@ class RecordService:
         params: Sequence[tuple[str, str]],
         *,
         compartment: tuple[str, str] | None = None,
+        explain: bool = False,
+        base: str | None = None,
     ) -> SearchResult:
-        """Search `type` (None: all types); `compartment` = (type, id), e.g. Patient/123."""
+        """Search `type` (None: all types); `compartment` = (type, id), e.g. Patient/123.
+
+        `explain`: also return the page's SQL and query plan (a server debug setting).
+        `base`: the server's base URL as the client sees it; absolute references under
+        it match local ones."""
         access.check(ctx, "search", type)
         if type is not None:
             self.require_type(type)
+        self.params.sync()
         params = list(params)
         if type is None:
             named = [
@@ -151,34 +180,53 @@ class RecordService:
             ]
             for name in named:
                 self.require_type(name)
-            if len(set(named)) > 1:
-                raise FHIRError.of(
-                    400, "not-supported", "_type with several types is not supported yet", "_type"
-                )
-            if named:
+            types = tuple(dict.fromkeys(named))
+            if len(types) == 1:
                 # One type: the search is that type's, with all its parameters.
-                type = named[0]
+                type = types[0]
+            if types:
                 params = [(k, v) for k, v in params if k != "_type"]
-        parsed = parse_search(type, params, self.defs, self.tz)
+        else:
+            types = ()
+        lists = [v for k, v in params if k == "_list" and v]
+        if lists:
+            params = [(k, v) for k, v in params if k != "_list"]
+        parsed = parse_search(type, params, self.defs, self.tz, types=types if type is None else ())
         query = parsed.query
+        if base:
+            query.conditions = localize(query.conditions, base)
+        for linked in sorted(chained_types(query.conditions)):
+            access.check(ctx, "search", linked)  # chains and _has read these types too
+        if lists:
+            access.check(ctx, "read", "List")
+            narrow = (type,) if type is not None else types or None
+            query.conditions += list_conditions(lists, self.store.read, self.defs, narrow)
         if compartment is not None:
             query.compartment = self.compartment_filter(compartment, type)
-        wanted = query.count
-        query.count = wanted + 1  # one more tells whether a next page exists
+        query.explain = explain
+        if parsed.summary == "count":  # the count was asked for, and no page
+            query.count = 0
+            query.total = not query.total_estimate
         try:
             page = self.store.search(query)
+        except InvalidCursor as err:
+            raise FHIRError.of(400, "invalid", str(err), "_cursor") from None
         except UnsupportedSearch as err:
             raise FHIRError.of(400, "not-supported", str(err)) from None
-        finally:
-            query.count = wanted
-        more = len(page.resources) > wanted
-        resources = page.resources[:wanted]
-        if parsed.summary == "count":
-            return SearchResult(resources, page.total, more, parsed)
-        included = find_included(ctx, resources, parsed, self.store, self.defs, self.indexer)
-        return SearchResult(
-            resources, page.total, more, parsed, included.resources, included.unsupported
+        resources = page.resources
+        result = SearchResult(
+            resources,
+            page.total,
+            page.next_cursor is not None,
+            parsed,
+            next_cursor=page.next_cursor,
+            previous_cursor=page.previous_cursor,
+            explain=page.explain,
         )
+        if parsed.summary == "count":
+            return result
+        included = find_included(ctx, resources, parsed, self.store, self.defs, self.indexer)
+        return replace(result, included=included.resources, unsupported=included.unsupported)
 
     def compartment_filter(
         self, compartment: tuple[str, str], type: str | None
@@ -211,6 +259,7 @@ class RecordService:
         if_none_exist: str | None = None,
     ) -> WriteResult:
         access.check(ctx, "create", type)
+        self.params.sync()
         prepared = self.checked(body, type)
 
         def run(tx: WriteTx) -> WriteResult:
@@ -233,6 +282,7 @@ class RecordService:
         if_match: str | None = None,
     ) -> WriteResult:
         access.check(ctx, "update", type)
+        self.params.sync()
         prepared = self.checked(body, type)
         resource = prepared.resource
         if "id" not in resource:
@@ -260,6 +310,7 @@ class RecordService:
         if_match: str | None = None,
     ) -> WriteResult:
         access.check(ctx, "update", type)
+        self.params.sync()
         prepared = self.checked(body, type)
         resource = prepared.resource
 
@@ -293,6 +344,7 @@ class RecordService:
     ) -> WriteResult:
         access.check(ctx, "patch", type)
         self.require_type(type)
+        self.params.sync()
 
         def run(tx: WriteTx) -> WriteResult:
             return self.patch_in(tx, type, id, document, fhirpath=fhirpath, if_match=if_match)
@@ -337,6 +389,15 @@ class RecordService:
         if body is None:
             raise FHIRError.of(400, "required", "no resource to validate", "Parameters.resource")
         issues = validate_resource(body, expected_type=type)
+        if (
+            type == "SearchParameter"
+            and isinstance(body, dict)
+            and not any(i.severity in ("error", "fatal") for i in issues)
+        ):
+            try:
+                self.params.validate(body)  # what a write would refuse
+            except FHIRError as err:
+                issues += err.issues
         if mode == "update":
             if isinstance(body, dict) and body.get("id") is None:
                 issues.append(
@@ -374,8 +435,13 @@ class RecordService:
         errors = [i for i in issues if i.severity in ("error", "fatal")]
         if errors:
             raise FHIRError(422, errors)
-        # versionId/lastUpdated are stamped later; no search parameter reads them.
-        return Prepared(body, self.indexer.extract(body), [i for i in issues if i not in errors])
+        if type == "SearchParameter":
+            self.params.validate(body)
+        indexer = self.params.sync(max_age=_ENTRY_SYNC_SECONDS).indexer
+        # versionId/lastUpdated are stamped later; no search parameter reads them. The
+        # full-text entries (_text, _content) go last, where the store looks for them.
+        index = [*indexer.extract(body), *text_entries(body)]
+        return Prepared(body, index, [i for i in issues if i not in errors])
 
     def update_in(
         self,

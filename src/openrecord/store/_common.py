@@ -12,12 +12,11 @@ import threading
 from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from operator import attrgetter
+from functools import lru_cache
 from typing import Any
 
-import orjson
-
 from openrecord.fhir.search_common import normalize_string
+from openrecord.fhir.search_text import split_text_entries
 from openrecord.fhir.search_values import (
     CompositeValue,
     DateValue,
@@ -32,6 +31,7 @@ from openrecord.fhir.search_values import (
 )
 from openrecord.store.base import HistoryPage, SearchPage, Store, StoredVersion, WriteTx
 from openrecord.store.query import SearchQuery
+from openrecord.store.sql_composite import component_code
 from openrecord.store.sql_search import (
     MAX_KEY_CHARS,
     TOKEN_HASHES,
@@ -56,7 +56,6 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "idx_quantity": ("rid", "n", "pid", "value", "lo", "hi", "system", "code", "unit"),
     "idx_reference": ("rid", "n", "pid", "ref_type", "ref_id", "url", "version"),
     "idx_uri": ("rid", "n", "pid", "value"),
-    "idx_composite": ("rid", "n", "pid", "value"),
 }
 
 KIND_OF: dict[type[Any], str] = {
@@ -90,39 +89,16 @@ def norm_text(text: str) -> str:
     return n
 
 
-def _getter(cls: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
-    fields: tuple[str, ...] = cls.__slots__
-    if len(fields) == 1:
-        one = attrgetter(fields[0])
-
-        def single(v: Any) -> tuple[Any, ...]:
-            return (one(v),)
-
-        return single
-    return attrgetter(*fields)
-
-
-# each value class's fields, in declaration order, as one C call (composite_key is
-# computed inside the write lock)
-_FIELDS = {cls: _getter(cls) for cls in KIND_OF}
-
-
-def _component(v: SearchValue) -> list[Any]:
-    cls = v.__class__
-    if cls is CompositeValue:
-        return ["composite", [_component(c) for c in v.components]]  # type: ignore[union-attr]
-    return [KIND_OF[cls], *_FIELDS[cls](v)]
-
-
-def composite_key(v: CompositeValue) -> str:
-    """Canonical JSON of a composite's component values (what idx_composite stores)."""
-    return orjson.dumps([_component(c) for c in v.components]).decode()[:K]
+@lru_cache(maxsize=4096)
+def component_codes(code: str, count: int) -> tuple[str, ...]:
+    """The parameters a composite's components are indexed under: `code$0`, `code$1`…"""
+    return tuple(component_code(code, i) for i in range(count))
 
 
 class IndexRows:
     """Rows for each index table, in INDEX_TABLES column order."""
 
-    __slots__ = tuple(t[4:] for t in INDEX_TABLES)
+    __slots__ = (*(t[4:] for t in INDEX_TABLES), "text")
 
     def __init__(self) -> None:
         self.token: list[Row] = []
@@ -132,7 +108,9 @@ class IndexRows:
         self.quantity: list[Row] = []
         self.reference: list[Row] = []
         self.uri: list[Row] = []
-        self.composite: list[Row] = []
+        # (rid, narrative words, content words) for the full-text tables, one per
+        # resource whose index carried them (fhir/search_text.py); the backend writes them
+        self.text: list[Row] = []
 
     def tables(self) -> Iterator[tuple[str, list[Row]]]:
         """(table, rows) for each table that has rows."""
@@ -244,6 +222,11 @@ class SqlStore(Store):
                 fetch, query, self.dialect, lambda t, c: self.resolve_pid(fetch, t, c)
             )
 
+    def generation(self, type: str) -> int:
+        with self.reader() as fetch:
+            rows = fetch("SELECT coalesce(max(seq), 0) FROM history WHERE type = ?", [type])
+        return int(rows[0][0])
+
     def iter_current(self, type: str | None = None) -> Iterator[StoredVersion]:
         """Pages by rid (keyset), so no cursor or transaction stays open between pages."""
         last = 0
@@ -293,6 +276,16 @@ class BufferedTx(WriteTx):
     def register_pid(self, type: str, code: str, kind: str) -> int: ...
 
     @abstractmethod
+    def current_rows(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int, bool]]:
+        """(rid, version, deleted) of the existing `keys`, locked for this transaction."""
+
+    @abstractmethod
+    def replace_index(self, rids: list[int], index: IndexRows) -> None:
+        """Drop every index row of `rids` and insert `index` (reindex: no new version)."""
+
+    @abstractmethod
     def write_rows(
         self,
         new: list[ResourceRow],
@@ -329,6 +322,26 @@ class BufferedTx(WriteTx):
     def search(self, query: SearchQuery) -> SearchPage:
         self.flush()
         return run_search(self.fetch, query, self.store.dialect, self.pid_for_search)
+
+    def reindex(
+        self, items: Sequence[tuple[StoredVersion, Sequence[IndexEntry]]]
+    ) -> list[StoredVersion]:
+        self.flush()
+        current = self.current_rows([(v.type, v.id) for v, _ in items])  # locked
+        rows = IndexRows()
+        rids: list[int] = []
+        done: list[StoredVersion] = []
+        for v, index in items:
+            found = current.get((v.type, v.id))
+            if found is None or found[1] != v.version or found[2]:
+                continue
+            rids.append(found[0])
+            done.append(v)
+            if index:
+                self.index_rows(rows, found[0], v.type, index)
+        if rids:
+            self.replace_index(rids, rows)
+        return done
 
     def pid_for_search(self, type: str, code: str) -> int | None:
         pid = self.new_pids.get((type, code))
@@ -385,13 +398,22 @@ class BufferedTx(WriteTx):
         self.write_rows(list(new.values()), list(updated.values()), history, rows)
 
     def index_rows(
-        self, rows: IndexRows, rid: int, rtype: str, index: Sequence[IndexEntry]
+        self, rows: IndexRows, rid: int, rtype: str, index: Sequence[IndexEntry], base: int = 0
     ) -> None:
-        """The hot loop of ingest: one tuple per index entry, no per-row calls if avoidable."""
+        """The hot loop of ingest: one tuple per index entry, no per-row calls if avoidable.
+
+        A composite value is written as its components, each a row of its own kind's
+        table under `code$i`, after the ordinary entries (from n = `base`) and with
+        consecutive `n` per instance: a search finds component i at n + i.
+        """
+        index, text = split_text_entries(index)
+        if text is not None:
+            rows.text.append((rid, *text))
         pids = self.store.pids.get(rtype, {})
         hashes, texts = TOKEN_HASHES, TEXTS
         tok, string, date, ref = rows.token, rows.string, rows.date, rows.reference
-        for n, e in enumerate(index):
+        parts: list[IndexEntry] = []  # the components of the composites, in order
+        for n, e in enumerate(index, base):
             v = e.value
             pid = pids.get(e.param) or self.pid(rtype, e.param, v)
             if isinstance(v, TokenValue):
@@ -416,6 +438,9 @@ class BufferedTx(WriteTx):
             elif isinstance(v, UriValue):
                 rows.uri.append((rid, n, pid, v.value[:K]))
             elif isinstance(v, CompositeValue):
-                rows.composite.append((rid, n, pid, composite_key(v)))
+                comps = v.components
+                parts.extend(map(IndexEntry, component_codes(e.param, len(comps)), comps))
             else:
                 raise TypeError(f"not a search value: {v!r}")
+        if parts:
+            self.index_rows(rows, rid, rtype, parts, len(index))

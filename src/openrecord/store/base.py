@@ -19,6 +19,7 @@ from openrecord.store.query import SearchQuery
 
 __all__ = [
     "HistoryPage",
+    "InvalidCursor",
     "SearchPage",
     "Store",
     "StoredVersion",
@@ -56,10 +57,17 @@ class HistoryPage:
 class SearchPage:
     resources: list[StoredVersion]
     total: int | None  # only when the query asked for it
+    next_cursor: str | None = None  # opaque `_cursor` of the following page; None: last
+    previous_cursor: str | None = None  # of the page before; None: first (or unknown)
+    explain: str | None = None  # SQL and plan, when the query asked (debug setting)
 
 
 class UnsupportedSearch(ValueError):
     """A modifier or criterion this store cannot answer (the caller answers 400)."""
+
+
+class InvalidCursor(UnsupportedSearch):
+    """A `_cursor` that is unreadable, altered, or from another search (400, `_cursor`)."""
 
 
 class VersionConflict(Exception):
@@ -88,6 +96,17 @@ class WriteTx(ABC):
     @abstractmethod
     def lock(self, key: str) -> None:
         """Serialize writers on `key` until commit (conditional create races)."""
+
+    @abstractmethod
+    def reindex(
+        self, items: Sequence[tuple[StoredVersion, Sequence[IndexEntry]]]
+    ) -> list[StoredVersion]:
+        """Replace the index rows of each item's resource, without a new version.
+
+        An item is skipped when its resource's current version is no longer
+        `item.version` (a concurrent write indexed the newer one itself). Returns the
+        versions whose rows were replaced.
+        """
 
 
 class Store(ABC):
@@ -132,6 +151,10 @@ class Store(ABC):
     @abstractmethod
     def iter_current(self, type: str | None = None) -> Iterator[StoredVersion]:
         """Every current, non-deleted resource (export, reindex)."""
+
+    @abstractmethod
+    def generation(self, type: str) -> int:
+        """The highest history seq of `type` (0: never written): changes on every write."""
 
     @abstractmethod
     def close(self) -> None: ...

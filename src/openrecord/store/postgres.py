@@ -86,7 +86,6 @@ _TYPES.update(
             ("version", "text"),
         ),
         "idx_uri": (*_K, ("value", "text")),
-        "idx_composite": (*_K, ("value", "text")),
     }
 )
 _FLOAT_COLUMNS = {"idx_number": (3, 4, 5), "idx_quantity": (3, 4, 5)}
@@ -134,6 +133,26 @@ def _json_rows(table: str, rows: list[tuple[Any, ...]]) -> str:
             for r in rows
         ]
     return orjson.dumps(rows).decode()
+
+
+# Full text: (rid, narrative words, content words) rows as one JSON array; the words
+# (fhir/search_text.py) become lexemes as they are, without a parser or dictionary.
+_TEXT_INSERT = (
+    "INSERT INTO search_text (rid, narrative, content) SELECT (r->>0)::bigint,"
+    " array_to_tsvector(string_to_array(r->>1, ' ')),"
+    " array_to_tsvector(string_to_array(r->>2, ' '))"
+    " FROM jsonb_array_elements(%s::jsonb) AS r"
+)
+
+
+def _write_text(cur: psycopg.Cursor[Any], text: list[tuple[Any, ...]], drop: str | None) -> None:
+    """Drop the full-text rows of the rids in `drop` (an array literal), insert `text`'s
+    rows that have any words."""
+    if drop is not None:
+        cur.execute("DELETE FROM search_text WHERE rid = ANY(%s::bigint[])", (drop,))
+    rows = [r for r in text if r[2]]
+    if rows:
+        cur.execute(_TEXT_INSERT, (orjson.dumps(rows).decode(),))
 
 
 def _insert(cur: psycopg.Cursor[Any], table: str, rows: list[tuple[Any, ...]]) -> None:
@@ -344,6 +363,31 @@ class PostgresTx(BufferedTx):
     def lock(self, key: str) -> None:
         self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (key,))
 
+    def current_rows(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int, bool]]:
+        if not keys:
+            return {}
+        rows = self.conn.execute(
+            "SELECT r.type, r.id, r.rid, r.version, r.deleted FROM resource r"
+            " JOIN unnest(%b::text[], %b::text[]) AS k(type, id)"
+            " ON r.type = k.type AND r.id = k.id ORDER BY r.rid FOR UPDATE OF r",
+            [[k[0] for k in keys], [k[1] for k in keys]],
+        ).fetchall()
+        return {(t, i): (rid, version, deleted) for t, i, rid, version, deleted in rows}
+
+    def replace_index(self, rids: list[int], index: IndexRows) -> None:
+        with self.conn.pipeline():
+            cur = self.conn.cursor()
+            keys = "{" + ",".join(map(str, rids)) + "}"
+            for table in _INDEX_TABLES:
+                cur.execute(f"DELETE FROM {table} WHERE rid = ANY(%s::bigint[])", (keys,))
+            for table, rows in index.tables():
+                _insert(cur, table, rows)
+            if index.text:  # full text only for resources whose index carried it
+                drop = "{" + ",".join(str(r[0]) for r in index.text) + "}"
+                _write_text(cur, index.text, drop)
+
     def write_rows(
         self,
         new: list[ResourceRow],
@@ -372,5 +416,7 @@ class PostgresTx(BufferedTx):
                 _insert(cur, "history", history)
                 for table, rows in index.tables():
                     _insert(cur, table, rows)
+                drop = "{" + ",".join(str(r[0]) for r in updated) + "}" if updated else None
+                _write_text(cur, index.text, drop)
         except errors.UniqueViolation as e:
             raise VersionConflict(str(e)) from e

@@ -10,16 +10,22 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 __all__ = [
+    "AnyCondition",
+    "ChainCondition",
     "CompartmentFilter",
+    "CompositeCriterion",
     "Condition",
     "DateCriterion",
+    "HasCondition",
     "NumberCriterion",
     "Prefix",
     "QuantityCriterion",
     "ReferenceCriterion",
+    "SearchCondition",
     "SearchQuery",
     "SortKey",
     "StringCriterion",
+    "TextCriterion",
     "TokenCriterion",
     "UriCriterion",
 ]
@@ -80,6 +86,25 @@ class UriCriterion:
     value: str
 
 
+@dataclass(frozen=True, slots=True)
+class CompositeCriterion:
+    """One value of a composite parameter: a criterion per component, in order (`a$b`).
+
+    All of them must hold for the components of one composite instance (the same
+    Observation.component, say), not for values taken from different instances.
+    """
+
+    components: tuple[Criterion, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TextCriterion:
+    """One value of `_text`/`_content`: every word must start a word of the text
+    (`fhir/search_text.py` makes the words; none: matches nothing)."""
+
+    words: tuple[str, ...]
+
+
 Criterion = (
     TokenCriterion
     | StringCriterion
@@ -88,6 +113,8 @@ Criterion = (
     | QuantityCriterion
     | ReferenceCriterion
     | UriCriterion
+    | CompositeCriterion
+    | TextCriterion
 )
 
 
@@ -103,10 +130,12 @@ class Condition:
     """
 
     param: str
-    kind: Literal["token", "string", "date", "number", "quantity", "reference", "uri"]
+    kind: Literal["token", "string", "date", "number", "quantity", "reference", "uri", "composite"]
     values: tuple[Criterion, ...]
     modifier: str | None = None
     missing: bool | None = None
+    # composite: the kind of each component (its index table), e.g. ("token", "quantity")
+    component_kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +162,48 @@ class CompartmentFilter:
 @dataclass(slots=True)
 class SearchQuery:
     type: str | None  # None: all types (system search)
-    conditions: list[Condition] = field(default_factory=list)
+    conditions: list[SearchCondition] = field(default_factory=list)
     sort: list[SortKey] = field(default_factory=list)
     count: int = 20
     offset: int = 0
     total: bool = False  # compute the accurate total
+    total_estimate: bool = False  # `_total=estimate`: a cheap, bounded count (store decides)
+    cursor: str | None = None  # `_cursor`: opaque keyset position from a previous page
+    explain: bool = False  # return the page's SQL and plan (server debug setting only)
     compartment: CompartmentFilter | None = None
+    types: tuple[str, ...] = ()  # with type None: only these types (`_type=A,B`)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainCondition:
+    """`param[:Type].inner` (search.html#chaining): the resource's reference parameter
+    `param` points at a current resource of one of `target_types` for which `inner` holds.
+
+    An untyped chain names every target type that defines the inner parameter; the
+    inner condition is evaluated on the target (its own chain, for multi-level ones).
+    """
+
+    param: str
+    target_types: tuple[str, ...]
+    inner: SearchCondition
+
+
+@dataclass(frozen=True, slots=True)
+class HasCondition:
+    """`_has:type:param:inner` (search.html#has): some current `type` resource for which
+    `inner` holds refers to the searched resource through its parameter `param`."""
+
+    type: str
+    param: str
+    inner: SearchCondition
+
+
+@dataclass(frozen=True, slots=True)
+class AnyCondition:
+    """At least one of `options` holds: an untyped chain whose target types read the
+    inner parameter differently (another kind or other targets) gets one option each."""
+
+    options: tuple[SearchCondition, ...]
+
+
+SearchCondition = Condition | ChainCondition | HasCondition | AnyCondition

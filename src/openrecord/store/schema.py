@@ -24,12 +24,21 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
+    "COMPOSITE_MIGRATION",
     "POSTGRES_MIGRATIONS",
     "SQLITE_MIGRATIONS",
+    "TEXT_MIGRATION",
     "Migration",
     "migrate_postgres",
     "migrate_sqlite",
 ]
+
+# Recorded in schema_version: the description says what an upgraded database lacks.
+COMPOSITE_MIGRATION = (
+    "composite parameters indexed per component; resources written before need a reindex"
+)
+
+TEXT_MIGRATION = "full-text search (_text, _content); resources written before need a reindex"
 
 # pg_advisory_xact_lock key for migrations: outside the int4 range of hashtext(),
 # so it never collides with WriteTx.lock() keys.
@@ -158,6 +167,25 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idx_composite_value ON idx_composite (pid, value, rid)",
         ),
     ),
+    # Composite parameters are indexed per component (a row of each component's kind
+    # under `code$i`, consecutive n per instance), which answers prefixes and tokens
+    # without a system. Resources written before this migration have no component
+    # rows: composite search misses them until they are reindexed ($reindex).
+    Migration(2, COMPOSITE_MIGRATION, ("DROP TABLE idx_composite",)),
+    # Full text (_text, _content): the words fhir/search_text.py made, one row per
+    # resource (rowid = rid) in each table; `ascii` only splits them on spaces.
+    # detail=none: no positions (no phrase queries), a far smaller index. Resources
+    # written before this migration have no rows until they are reindexed.
+    Migration(
+        3,
+        TEXT_MIGRATION,
+        (
+            "CREATE VIRTUAL TABLE text_narrative USING fts5("
+            "words, tokenize = 'ascii', detail = none, columnsize = 0)",
+            "CREATE VIRTUAL TABLE text_content USING fts5("
+            "words, tokenize = 'ascii', detail = none, columnsize = 0)",
+        ),
+    ),
 )
 
 # Text columns that are compared or indexed use the "C" collation: byte order equals
@@ -280,6 +308,27 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
             # equality on the canonical JSON of the components
             "CREATE INDEX idx_composite_value ON idx_composite (pid, value, rid)",
+        ),
+    ),
+    # Composite parameters are indexed per component (a row of each component's kind
+    # under `code$i`, consecutive n per instance), which answers prefixes and tokens
+    # without a system. Resources written before this migration have no component
+    # rows: composite search misses them until they are reindexed ($reindex).
+    Migration(2, COMPOSITE_MIGRATION, ("DROP TABLE idx_composite",)),
+    # Full text (_text, _content): tsvectors of the words fhir/search_text.py made
+    # (array_to_tsvector: no parser, no dictionary), a row per resource with any text.
+    # Resources written before this migration have no rows until they are reindexed.
+    Migration(
+        3,
+        TEXT_MIGRATION,
+        (
+            """CREATE TABLE search_text (
+                rid bigint PRIMARY KEY,
+                narrative tsvector NOT NULL,
+                content tsvector NOT NULL
+            )""",
+            "CREATE INDEX search_text_narrative ON search_text USING gin (narrative)",
+            "CREATE INDEX search_text_content ON search_text USING gin (content)",
         ),
     ),
 )

@@ -13,9 +13,10 @@ Semantics (FHIR R4 search), with the resource's range [lo, hi] and the search ra
 - date, `_lastUpdated`: eq lo >= low and hi <= high; ne: not eq; gt hi > high;
   lt lo < low; ge gt or eq; le lt or eq; sa lo > high; eb hi < low; ap: ranges
   overlap once the search range is widened by 10% of its distance to now.
-- number, quantity: the resource `value` is a point: eq low <= value <= high,
-  gt value > high, lt value < low, ge value >= low, le value <= high, ne not eq;
-  sa lo > high, eb hi < low (resource ranges); ap: eq widened by 10% of the value.
+- number, quantity: the search range is half-open, [low, high); the resource `value`
+  is a point: eq low <= value < high, gt value >= high, lt value < low, ge value >=
+  low, le value < high, ne not eq; sa lo >= high, eb hi <= low (the resource's own
+  implicit range [lo, hi)); ap: eq widened by 10% of the value.
   Quantities also match the unit: system and code, or a bare code against code or unit.
 """
 
@@ -38,12 +39,17 @@ from openrecord.store.query import (
     Prefix,
     QuantityCriterion,
     ReferenceCriterion,
+    SearchCondition,
     SearchQuery,
     SortKey,
     StringCriterion,
     TokenCriterion,
     UriCriterion,
 )
+from openrecord.store.sql_chain import Scope, chained_condition
+from openrecord.store.sql_composite import composite_condition
+from openrecord.store.sql_paging import SortColumn, run_page
+from openrecord.store.sql_text import TEXT_COLUMNS, text_condition
 
 __all__ = [
     "MAX_KEY_CHARS",
@@ -91,7 +97,6 @@ _SORT_COLUMNS = {
 }
 
 SELECT_COLUMNS = "r.type, r.id, r.version, r.last_updated, h.method, h.data, h.seq"
-_FROM = "resource r JOIN history h ON h.rid = r.rid AND h.version = r.version"
 
 TOKEN_HASHES: dict[tuple[str | None, str | None], int] = {}  # token_hash() memo
 
@@ -148,6 +153,9 @@ def _has_nul(v: Criterion) -> bool:
 def _join(frags: list[Frag], op: str) -> Frag:
     if len(frags) == 1:
         return frags[0]
+    if len(frags) > 32:  # nest halves: SQLite refuses expression trees deeper than 1000
+        mid = len(frags) // 2
+        return _join([_join(frags[:mid], op), _join(frags[mid:], op)], op)
     params: list[Any] = []
     for _, p in frags:
         params.extend(p)
@@ -195,28 +203,43 @@ def _date(c: DateCriterion, lo: str, hi: str) -> Frag:
 
 
 def _number(c: NumberCriterion | QuantityCriterion) -> Frag:
+    """A number or quantity against the search value's implicit range [low, high):
+    half-open, as the spec writes it ("100" is 99.5 <= v < 100.5), so the ranges of
+    neighbouring values (0.2 and 0.3) touch without overlapping."""
     p = c.prefix
-    if p in ("sa", "eb"):
-        return _range(p, "lo", "hi", c.low, c.high, 0)
+    if p == "sa":  # the resource's own range starts at or after the search range's end
+        return "lo >= ?", [c.high]
+    if p == "eb":
+        return "hi <= ?", [c.low]
     if p == "eq":
-        return "value >= ? AND value <= ?", [c.low, c.high]
+        return "value >= ? AND value < ?", [c.low, c.high]
     if p == "ne":
-        return "(value < ? OR value > ?)", [c.low, c.high]
+        return "(value < ? OR value >= ?)", [c.low, c.high]
     if p == "gt":
-        return "value > ?", [c.high]
+        return "value >= ?", [c.high]
     if p == "lt":
         return "value < ?", [c.low]
     if p == "ge":
         return "value >= ?", [c.low]
     if p == "le":
-        return "value <= ?", [c.high]
+        return "value < ?", [c.high]
     if p == "ap":
         margin = abs(c.value) / 10
-        return "value >= ? AND value <= ?", [
+        return "value >= ? AND value < ?", [
             min(c.low, c.value - margin),
             max(c.high, c.value + margin),
         ]
     raise UnsupportedSearch(f"unknown prefix {p!r}")
+
+
+def listed(c: Condition, alias: str = "r") -> Frag:
+    """`_list`: the resource is one of the (type, id) pairs the lists named."""
+    frags: list[Frag] = [
+        (f"{alias}.type = ? AND {alias}.id = ?", [v.type, v.id])
+        for v in c.values
+        if isinstance(v, ReferenceCriterion) and not _has_nul(v)
+    ]
+    return _join(frags, "OR") if frags else FALSE
 
 
 class _Builder:
@@ -224,18 +247,33 @@ class _Builder:
         self.query = query
         self.dialect = dialect
         self.resolve_pid = resolve_pid
+        types = (query.type,) if query.type is not None else query.types or None
+        self.root = Scope(types)  # the searched resources, `r`
 
-    def pid_filter(self, code: str, col: str = "pid") -> Frag | None:
-        """`pid = ?` for a typed search, all types' pids for a system search; None: unknown."""
-        if self.query.type is None:
+    @property
+    def false(self) -> str:
+        return self.dialect.false
+
+    def pid_filter(self, code: str, col: str = "pid", scope: Scope | None = None) -> Frag | None:
+        """`pid = ?` (or `IN`) for the types of `scope` (default: the searched ones), all
+        types' pids when they are any type; None: no such parameter was ever indexed."""
+        types = (scope or self.root).types
+        if types is None:
             return f"{col} IN (SELECT pid FROM search_param WHERE code = ?)", [code]
-        pid = self.resolve_pid(self.query.type, code)
-        return None if pid is None else (f"{col} = ?", [pid])
+        pids = [pid for t in types if (pid := self.resolve_pid(t, code)) is not None]
+        if not pids:
+            return None
+        if len(pids) == 1:
+            return f"{col} = ?", pids
+        return f"{col} IN ({', '.join('?' for _ in pids)})", pids
 
     def where(self) -> Frag:
         frags: list[Frag] = [(f"r.deleted = {self.dialect.false}", [])]
         if self.query.type is not None:
             frags.append(("r.type = ?", [self.query.type]))
+        elif self.query.types:
+            marks = ", ".join("?" for _ in self.query.types)
+            frags.append((f"r.type IN ({marks})", list(self.query.types)))
         if self.query.compartment is not None:
             frags.append(self.compartment(self.query.compartment))
         frags.extend(self.condition(c) for c in self.query.conditions)
@@ -257,17 +295,32 @@ class _Builder:
         )
         return f"(r.rid IN ({sub}) OR {own})", [*pids, comp.id, comp.type, comp.type, comp.id]
 
-    def condition(self, c: Condition) -> Frag:
+    def condition(self, c: SearchCondition, scope: Scope | None = None) -> Frag:
+        """`c` on the resources of `scope` (default: the searched ones, `r`)."""
+        scope = scope or self.root
+        if not isinstance(c, Condition):
+            return chained_condition(self, c, scope)  # chains, _has (sql_chain.py)
+        a = scope.alias
         if c.param == "_id":
-            return self.special(c, "r.id")
+            return self.special(c, f"{a}.id", "_id")
         if c.param == "_lastUpdated":
-            return self.special(c, "r.last_updated")
+            return self.special(c, f"{a}.last_updated", "_lastUpdated")
+        if c.param == "_list":
+            return listed(c, a)
+        if c.param in TEXT_COLUMNS:  # _text, _content (sql_text.py)
+            return text_condition(c, self.dialect.name, f"{a}.rid")
+        if c.kind == "composite":
+
+            def scoped_pid(code: str) -> Frag | None:
+                return self.pid_filter(code, scope=scope)
+
+            return composite_condition(c, scoped_pid, self.match, TABLE_OF_KIND, f"{a}.rid")
         table = TABLE_OF_KIND.get(c.kind)
         if c.kind == "reference" and c.modifier == "identifier":
             table = "idx_token"  # the extractor indexes Reference.identifier as tokens
         if table is None:
             raise UnsupportedSearch(f"unsupported parameter kind {c.kind!r}")
-        pid = self.pid_filter(c.param)
+        pid = self.pid_filter(c.param, scope=scope)
         if c.missing is not None or c.modifier == "missing":
             if c.missing is None:
                 raise UnsupportedSearch(f"{c.param}:missing needs true or false")
@@ -277,8 +330,8 @@ class _Builder:
             sub = f"SELECT rid FROM {table} WHERE {pid[0]}"
             if c.kind == "reference":  # a Reference with only an identifier is present too
                 sub += f" UNION ALL SELECT rid FROM idx_token WHERE {pid[0]}"
-                return f"r.rid {op} ({sub})", pid[1] * 2
-            return f"r.rid {op} ({sub})", pid[1]
+                return f"{a}.rid {op} ({sub})", pid[1] * 2
+            return f"{a}.rid {op} ({sub})", pid[1]
         negate = c.modifier == "not"
         if negate and c.kind != "token":
             raise UnsupportedSearch(f"modifier :not is not supported on {c.kind} parameters")
@@ -287,23 +340,23 @@ class _Builder:
             return TRUE if negate else FALSE
         values = _join(matches, "OR")
         op = "NOT IN" if negate else "IN"
-        sql = f"r.rid {op} (SELECT rid FROM {table} WHERE {pid[0]} AND {values[0]})"
+        sql = f"{a}.rid {op} (SELECT rid FROM {table} WHERE {pid[0]} AND {values[0]})"
         return sql, pid[1] + values[1]
 
-    def special(self, c: Condition, col: str) -> Frag:
-        """`_id` and `_lastUpdated`, answered from the resource table."""
+    def special(self, c: Condition, col: str, param: str) -> Frag:
+        """`_id` and `_lastUpdated` (`param`), answered from the resource table's `col`."""
         if c.missing is not None:
             return FALSE if c.missing else TRUE
         frags: list[Frag] = []
         for v in c.values:
             if _has_nul(v):
                 continue
-            if isinstance(v, TokenCriterion) and col == "r.id":
+            if isinstance(v, TokenCriterion) and param == "_id":
                 if c.modifier not in (None, "not"):
                     raise UnsupportedSearch(f"modifier :{c.modifier} is not supported on _id")
                 if v.code is not None and v.system is None:
                     frags.append((f"{col} = ?", [v.code]))
-            elif isinstance(v, DateCriterion) and col == "r.last_updated":
+            elif isinstance(v, DateCriterion) and param == "_lastUpdated":
                 if c.modifier is not None:
                     raise UnsupportedSearch(f"modifier :{c.modifier} on _lastUpdated")
                 frags.append(_date(v, col, col))
@@ -321,7 +374,7 @@ class _Builder:
         m = c.modifier
         if c.kind == "token" or (c.kind == "reference" and m == "identifier"):
             if isinstance(v, TokenCriterion):
-                return self.token(v, None if m == "identifier" else m)
+                return self.token(v, None if m in ("identifier", "of-type") else m)
             if isinstance(v, StringCriterion) and m == "text":
                 return _starts_with("text", v.normalized)
         if isinstance(v, StringCriterion) and c.kind == "string":
@@ -412,18 +465,14 @@ class _Builder:
             return f"{col} <> '' AND {fn} = {col}", [v.value]
         raise UnsupportedSearch(f"modifier :{modifier} is not supported on uri parameters")
 
-    def order_by(self) -> Frag:
-        frags: list[Frag] = [self.sort_key(k) for k in self.query.sort]
-        keys = [
-            f"{s} {'DESC' if k.descending else 'ASC'} NULLS LAST"
-            for (s, _), k in zip(frags, self.query.sort, strict=True)
-            if s
-        ]
-        params: list[Any] = []
-        for s, p in frags:
-            if s:
-                params.extend(p)
-        return ", ".join([*keys, "r.rid"]), params
+    def sort_columns(self) -> list[SortColumn]:
+        """The `_sort` keys. A parameter no resource has yet sorts as NULL, so the key
+        count (and a cursor over it) stays the same once one appears."""
+        columns = []
+        for k in self.query.sort:
+            s, p = self.sort_key(k)
+            columns.append(SortColumn(s or "NULL", p if s else [], k.descending))
+        return columns
 
     def sort_key(self, k: SortKey) -> Frag:
         if k.param == "_id":
@@ -445,24 +494,14 @@ class _Builder:
 
 @dataclass(frozen=True, slots=True)
 class BuiltSearch:
-    page_sql: str
-    page_params: list[Any]
-    count_sql: str
-    count_params: list[Any]
+    where: Frag
+    columns: list[SortColumn]  # the `_sort` keys; rid breaks ties
 
 
 def build_search(query: SearchQuery, dialect: Dialect, resolve_pid: PidResolver) -> BuiltSearch:
-    """The page query (LIMIT/OFFSET applied) and the count query for `query`."""
+    """The criteria and sort keys of `query` in SQL; `sql_paging` makes pages of them."""
     b = _Builder(query, dialect, resolve_pid)
-    where, wparams = b.where()
-    order, oparams = b.order_by()
-    page = f"SELECT {SELECT_COLUMNS} FROM {_FROM} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
-    return BuiltSearch(
-        page,
-        [*wparams, *oparams, max(query.count, 0), max(query.offset, 0)],
-        f"SELECT count(*) FROM resource r WHERE {where}",
-        list(wparams),
-    )
+    return BuiltSearch(b.where(), b.sort_columns())
 
 
 def to_version(row: tuple[Any, ...]) -> StoredVersion:
@@ -477,10 +516,6 @@ def run_search(
     fetch: Fetch, query: SearchQuery, dialect: Dialect, resolve_pid: PidResolver
 ) -> SearchPage:
     built = build_search(query, dialect, resolve_pid)
-    total = None
-    if query.total:
-        total = int(fetch(built.count_sql, built.count_params)[0][0])
-    rows: list[tuple[Any, ...]] = []
-    if query.count > 0 and total != 0:
-        rows = fetch(built.page_sql, built.page_params)
-    return SearchPage([to_version(r) for r in rows], total)
+    return run_page(
+        fetch, query, dialect.name, SELECT_COLUMNS, built.where, built.columns, to_version
+    )

@@ -43,7 +43,10 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
     **INDEX_TABLES,
     "resource": ("rid", "type", "id", "version", "last_updated", "deleted"),
     "history": ("rid", "type", "id", "version", "last_updated", "method", "data"),
+    "text_narrative": ("rowid", "words"),
+    "text_content": ("rowid", "words"),
 }
+_TEXT_TABLES = ("text_narrative", "text_content")
 _CHUNK = 64  # rows per INSERT statement; then 32, 16, ... for the remainder
 # WAL frames written by this process's commits before it checkpoints (see
 # SqliteStore._checkpoint): estimated as below, since sqlite3 exposes no WAL hook.
@@ -58,6 +61,20 @@ def _insert_sql(table: str, rows: int) -> str:
     cols = _COLUMNS[table]
     one = "(" + ", ".join("?" * len(cols)) + ")"
     return f"INSERT INTO {table} ({', '.join(cols)}) VALUES " + ", ".join([one] * rows)
+
+
+def _write_text(
+    conn: sqlite3.Connection, text: list[tuple[Any, ...]], drop: list[tuple[int]]
+) -> None:
+    """Full-text rows (FTS5, rowid = rid): drop those of `drop`, insert the non-empty
+    narrative and content words of `text` ((rid, narrative, content) rows)."""
+    for table in _TEXT_TABLES:
+        if drop:
+            conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", drop)
+    for table, column in zip(_TEXT_TABLES, (1, 2), strict=True):
+        rows = [(r[0], r[column]) for r in text if r[column]]
+        if rows:
+            _insert(conn, table, rows)
 
 
 def _insert(conn: sqlite3.Connection, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -288,6 +305,29 @@ class SqliteTx(BufferedTx):
     def lock(self, key: str) -> None:
         """Nothing to do: BEGIN IMMEDIATE already excludes every other writer."""
 
+    def current_rows(
+        self, keys: list[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[int, int, bool]]:
+        """BEGIN IMMEDIATE already excludes other writers: no row locks needed."""
+        found: dict[tuple[str, str], tuple[int, int, bool]] = {}
+        execute = self.conn.execute
+        for key in keys:
+            row = execute(
+                "SELECT rid, version, deleted FROM resource WHERE type = ? AND id = ?", key
+            ).fetchone()
+            if row is not None:
+                found[key] = (row[0], row[1], bool(row[2]))
+        return found
+
+    def replace_index(self, rids: list[int], index: IndexRows) -> None:
+        keys = [(rid,) for rid in rids]
+        for table in INDEX_TABLES:
+            self.conn.executemany(_DELETE[table], keys)
+        for table, rows in index.tables():
+            _insert(self.conn, table, rows)
+        # full text only for resources whose index carried it
+        _write_text(self.conn, index.text, [(r[0],) for r in index.text])
+
     def write_rows(
         self,
         new: list[ResourceRow],
@@ -312,6 +352,7 @@ class SqliteTx(BufferedTx):
             _insert(c, "history", history)
             for table, rows in index.tables():
                 _insert(c, table, rows)
+            _write_text(c, index.text, [(r[0],) for r in updated])
         except sqlite3.IntegrityError as e:
             if "UNIQUE" in str(e):
                 raise VersionConflict(str(e)) from e
