@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Search benchmark: typical searches over many Synthea patients, ms per request.
 
-Builds a database of `--copies` copies of the shared Synthea patients (every
-`urn:uuid:` id renamed per copy, so copies are distinct patients sharing the same
-organizations and practitioners), serves it with `openrecord serve --workers 2`, and
+Builds a database of `--copies` copies of the shared Synthea patients (every id a
+patient's Bundle owns — its `urn:uuid:` entries, wherever they occur — renamed per
+copy, so copies are distinct patients sharing the same organizations and
+practitioners), serves it with `openrecord serve --workers 2`, and
 times each search sequentially from one client (median and p95 of `--repeat` runs).
 Side by side, in the same run: a read by id, the floor every search is measured
 against (same server, same HTTP stack, one indexed row).
@@ -46,13 +47,14 @@ def build_folder(folder: Path, copies: int) -> int:
             (folder / p.name).write_bytes(data)
             written += 1
             continue
+        owned = set(UUID.findall(data))  # the uuids of this patient's own resources
+        pattern = re.compile(b"|".join(re.escape(u) for u in owned))
         for k in range(copies):
 
             def rename(m: re.Match[bytes], k: int = k) -> bytes:
-                new = uuid.uuid5(uuid.NAMESPACE_URL, f"{k}:{m.group(1).decode()}")
-                return b"urn:uuid:" + str(new).encode()
+                return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{k}:{m.group(0).decode()}")).encode()
 
-            (folder / f"{k:03d}-{p.name}").write_bytes(UUID.sub(rename, data))
+            (folder / f"{k:03d}-{p.name}").write_bytes(pattern.sub(rename, data))
             written += 1
     return written
 

@@ -257,7 +257,9 @@ def test_result_parameters() -> None:
     assert ps.include_iterate == ["Organization:partof"]
     assert ps.revinclude == ["Observation:subject"]
     assert (ps.contained, ps.contained_type) == ("both", "contained")
-    assert ps.unknown == []
+    # contained resources are not searched: reported (400 when strict), never ignored
+    assert ps.unknown == ["_contained=both"]
+    assert parse("Patient", ("_contained", "false")).unknown == []
 
 
 def test_count_defaults_and_cap() -> None:

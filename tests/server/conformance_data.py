@@ -62,6 +62,7 @@ __all__ = [
     "load",
     "match_ids",
     "ordered_ids",
+    "search_ids",
 ]
 
 LOINC = "http://loinc.org"
@@ -459,6 +460,11 @@ def match_ids(bundle: dict[str, Any]) -> set[str]:
         for e in bundle.get("entry", [])
         if e.get("search", {}).get("mode") == "match"
     }
+
+
+def search_ids(client: httpx.Client, path: str, query: str) -> set[str]:
+    """Ids of what `path?query` matches."""
+    return match_ids(find(client, path, query))
 
 
 def ordered_ids(bundle: dict[str, Any]) -> list[str]:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import httpx
 import pytest
 
 from tests.databases import backends, fresh_database
+from tests.server.conformance_data import load
 
 
 @dataclass(frozen=True)
@@ -66,21 +68,51 @@ def start_server(database: str, log: Path, *extra: str) -> tuple[str, subprocess
     raise RuntimeError(f"server did not start: {log.read_text()}")
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the server; kill it if it has not exited within 10 seconds."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+@contextmanager
+def serving(database: str, log: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """(FHIR base, process) of a server on `database`, always stopped afterwards."""
+    base, proc = start_server(database, log, *extra)
+    try:
+        yield base, proc
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def running_server(backend: str, folder: Path, *extra: str) -> Iterator[Server]:
+    """A server (`serve` options `extra`) on a fresh `backend` database in `folder`.
+
+    The server logs to `folder`/server.log; it is stopped and the database dropped afterwards.
+    """
+    with (
+        fresh_database(backend, folder) as database,
+        serving(database, folder / "server.log", *extra) as (base, proc),
+    ):
+        yield Server(base, database, backend, proc)
+
+
 @pytest.fixture(scope="module", params=backends())
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("server")
-    with fresh_database(request.param, folder) as database:
-        base, proc = start_server(database, folder / "server.log")
-        try:
-            yield Server(base, database, request.param, proc)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_server(request.param, tmp_path_factory.mktemp("server")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def conformance_dataset(server: Server) -> None:
+    """The search conformance suite's data (tests/server/conformance_data.py), once a module."""
+    load(server.base)
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.databases import backends, fresh_database
-from tests.server.conftest import start_server
+from tests.server.conftest import running_server, serving
 
 
 @pytest.fixture(scope="module", params=backends())
@@ -23,13 +23,8 @@ def two_worker_server(
 ) -> Iterator[tuple[str, str, Path]]:
     """A server with two worker processes, so races cross processes as in production."""
     folder = tmp_path_factory.mktemp("race")
-    with fresh_database(request.param, folder) as database:
-        base, proc = start_server(database, folder / "server.log", "--workers", "2")
-        try:
-            yield base, database, folder
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with running_server(request.param, folder, "--workers", "2") as server:
+        yield server.base, server.database, folder
 
 
 def run_together(n: int, fn: Any) -> list[Any]:
@@ -115,28 +110,29 @@ def test_sigkill_during_large_transaction_leaves_all_or_nothing(
         interrupted = 0
         for n, delay in enumerate((0.8, 1.8, 2.8)):
             tag = uuid.uuid4().hex
-            base, proc = start_server(database, tmp_path / f"kill{n}.log")
             outcome: dict[str, Any] = {}
             bundle = large_transaction(tag, size)
+            with serving(database, tmp_path / f"kill{n}.log") as (base, proc):
 
-            def send(
-                base: str = base, bundle: dict[str, Any] = bundle, outcome: dict[str, Any] = outcome
-            ) -> None:
-                try:
-                    outcome["status"] = httpx.post(base, json=bundle, timeout=120).status_code
-                except httpx.HTTPError as err:
-                    outcome["error"] = err
+                def send(
+                    base: str = base,
+                    bundle: dict[str, Any] = bundle,
+                    outcome: dict[str, Any] = outcome,
+                ) -> None:
+                    try:
+                        outcome["status"] = httpx.post(base, json=bundle, timeout=120).status_code
+                    except httpx.HTTPError as err:
+                        outcome["error"] = err
 
-            sender = threading.Thread(target=send)
-            sender.start()
-            time.sleep(delay)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            sender.join(30)
+                sender = threading.Thread(target=send)
+                sender.start()
+                time.sleep(delay)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                sender.join(30)
             interrupted += "error" in outcome
 
-            base, proc = start_server(database, tmp_path / f"after{n}.log")
-            try:
+            with serving(database, tmp_path / f"after{n}.log") as (base, _):
                 found = [
                     len(
                         httpx.get(
@@ -148,7 +144,4 @@ def test_sigkill_during_large_transaction_leaves_all_or_nothing(
                     for i in (0, size // 2, size - 1)
                 ]
                 assert found in ([0, 0, 0], [1, 1, 1]), found
-            finally:
-                proc.terminate()
-                proc.wait(10)
         assert interrupted >= 2, "the kills came after the transaction finished; make it larger"

@@ -8,17 +8,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.server.conformance_data import ALL_PATIENTS, EXAMPLE, find, load, match_ids
-from tests.server.conftest import Server
+from tests.server.conformance_data import ALL_PATIENTS, EXAMPLE, search_ids
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _dataset(server: Server) -> None:
-    load(server.base)
-
-
-def ids(client: httpx.Client, path: str, query: str) -> set[str]:
-    return match_ids(find(client, path, query))
+pytestmark = pytest.mark.usefixtures("conformance_dataset")
 
 
 @pytest.mark.parametrize(
@@ -40,18 +32,20 @@ def ids(client: httpx.Client, path: str, query: str) -> set[str]:
     ],
 )
 def test_missing(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Patient", query) == expected
+    assert search_ids(client, "Patient", query) == expected
 
 
 def test_missing_on_other_types(client: httpx.Client) -> None:
     # enc-bob has a period without an end, which is still a value
-    assert ids(client, "Encounter", "date:missing=false") == {"enc-anna", "enc-bob"}
+    assert search_ids(client, "Encounter", "date:missing=false") == {"enc-anna", "enc-bob"}
     # of the observations, only the weights carry a category
     weights = {"wt-60", "wt-99-6", "wt-100-004", "wt-100-2", "wt-101", "wt-150", "wt-lb"}
-    assert ids(client, "Observation", "category:missing=false") == weights
-    assert ids(client, "Observation", "value-quantity:missing=false") == weights | {"sys-carl"}
+    assert search_ids(client, "Observation", "category:missing=false") == weights
+    assert search_ids(client, "Observation", "value-quantity:missing=false") == weights | {
+        "sys-carl"
+    }
     # a reference given only by identifier is still a value of subject
-    assert "obs-ident" not in ids(client, "Observation", "subject:missing=true")
+    assert "obs-ident" not in search_ids(client, "Observation", "subject:missing=true")
 
 
 @pytest.mark.parametrize(
@@ -76,7 +70,7 @@ def test_missing_on_other_types(client: httpx.Client) -> None:
     ],
 )
 def test_string_modifiers(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Patient", query) == expected
+    assert search_ids(client, "Patient", query) == expected
 
 
 @pytest.mark.parametrize(
@@ -94,11 +88,11 @@ def test_string_modifiers(client: httpx.Client, query: str, expected: set[str]) 
     ],
 )
 def test_token_not(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Patient", query) == expected
+    assert search_ids(client, "Patient", query) == expected
 
 
 def test_id_not(client: httpx.Client) -> None:
-    assert ids(client, "Patient", "_id:not=pat-anna,pat-bob") == {
+    assert search_ids(client, "Patient", "_id:not=pat-anna,pat-bob") == {
         "pat-carl",
         "pat-dana",
         "pat-eve",
@@ -118,11 +112,14 @@ def test_id_not(client: httpx.Client) -> None:
     ],
 )  # fmt: skip
 def test_token_text(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Observation", query) == expected
+    assert search_ids(client, "Observation", query) == expected
 
 
 def test_condition_code_text(client: httpx.Client) -> None:
-    assert ids(client, "Condition", "code:text=hypertensive") == {"cond-htn-bob", "cond-htn-anna"}
+    assert search_ids(client, "Condition", "code:text=hypertensive") == {
+        "cond-htn-bob",
+        "cond-htn-anna",
+    }
 
 
 @pytest.mark.parametrize(
@@ -139,7 +136,7 @@ def test_condition_code_text(client: httpx.Client) -> None:
     ],
 )
 def test_uri_above_below(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "ValueSet", query) == expected
+    assert search_ids(client, "ValueSet", query) == expected
 
 
 @pytest.mark.parametrize(
@@ -156,21 +153,21 @@ def test_uri_above_below(client: httpx.Client, query: str, expected: set[str]) -
     ],
 )
 def test_reference_modifiers(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Observation", query) == expected
+    assert search_ids(client, "Observation", query) == expected
 
 
 def test_below_on_profile_and_source(client: httpx.Client) -> None:
     below = f"{EXAMPLE}/StructureDefinition/"
-    assert ids(client, "Patient", f"_profile:below={below}") == {"pat-anna", "pat-eve"}
-    assert ids(client, "Patient", f"_source:below={EXAMPLE}/feed") == {"pat-anna", "pat-bob"}
+    assert search_ids(client, "Patient", f"_profile:below={below}") == {"pat-anna", "pat-eve"}
+    assert search_ids(client, "Patient", f"_source:below={EXAMPLE}/feed") == {"pat-anna", "pat-bob"}
 
 
 def test_type_modifier_on_other_references(client: httpx.Client) -> None:
-    assert ids(client, "Patient", "general-practitioner:Practitioner=pr-house") == {
+    assert search_ids(client, "Patient", "general-practitioner:Practitioner=pr-house") == {
         "pat-anna",
         "pat-eve",
     }
-    assert ids(client, "Patient", "general-practitioner:Organization=pr-house") == set()
+    assert search_ids(client, "Patient", "general-practitioner:Organization=pr-house") == set()
 
 
 @pytest.mark.parametrize(

@@ -11,17 +11,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.server.conformance_data import ALL_PATIENTS, EXAMPLE, VIP_PROFILE, find, load, match_ids
+from tests.server.conformance_data import ALL_PATIENTS, EXAMPLE, VIP_PROFILE, match_ids, search_ids
 from tests.server.conftest import Server
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _dataset(server: Server) -> None:
-    load(server.base)
-
-
-def ids(client: httpx.Client, path: str, query: str) -> set[str]:
-    return match_ids(find(client, path, query))
+pytestmark = pytest.mark.usefixtures("conformance_dataset")
 
 
 WEIGHT = "code=http://loinc.org|29463-7"
@@ -60,7 +53,7 @@ WEIGHT = "code=http://loinc.org|29463-7"
     ],
 )
 def test_number(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "RiskAssessment", query) == expected
+    assert search_ids(client, "RiskAssessment", query) == expected
 
 
 # -- quantity (weights: 60, 99.6, 100.004, 100.2 kg, 101, 150 kg; 100.2 [lb_av]) -------
@@ -98,7 +91,7 @@ def test_number(client: httpx.Client, query: str, expected: set[str]) -> None:
     ],
 )  # fmt: skip
 def test_quantity(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Observation", f"{WEIGHT}&{query}") == expected
+    assert search_ids(client, "Observation", f"{WEIGHT}&{query}") == expected
 
 
 # -- date ---------------------------------------------------------------------------
@@ -131,7 +124,7 @@ def test_quantity(client: httpx.Client, query: str, expected: set[str]) -> None:
     ],
 )
 def test_date_precision_and_prefixes(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Patient", query) == expected
+    assert search_ids(client, "Patient", query) == expected
 
 
 @pytest.mark.parametrize(
@@ -158,7 +151,7 @@ def test_date_precision_and_prefixes(client: httpx.Client, query: str, expected:
     ],
 )
 def test_date_time_zones_and_periods(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Observation", f"code=urn:cf|tz&{query}") == expected
+    assert search_ids(client, "Observation", f"code=urn:cf|tz&{query}") == expected
 
 
 @pytest.mark.parametrize(
@@ -184,7 +177,7 @@ def test_date_time_zones_and_periods(client: httpx.Client, query: str, expected:
     ],
 )
 def test_date_periods(client: httpx.Client, path: str, query: str, expected: set[str]) -> None:
-    assert ids(client, path, query) == expected
+    assert search_ids(client, path, query) == expected
 
 
 # -- string -------------------------------------------------------------------------
@@ -210,12 +203,12 @@ def test_date_periods(client: httpx.Client, path: str, query: str, expected: set
     ],
 )
 def test_string(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Patient", query) == expected
+    assert search_ids(client, "Patient", query) == expected
 
 
 def test_string_on_other_types(client: httpx.Client) -> None:
-    assert ids(client, "Organization", "name=acme") == {"org-acme"}
-    assert ids(client, "Practitioner", "family=hou") == {"pr-house"}
+    assert search_ids(client, "Organization", "name=acme") == {"org-acme"}
+    assert search_ids(client, "Practitioner", "family=hou") == {"pr-house"}
 
 
 # -- token --------------------------------------------------------------------------
@@ -246,7 +239,7 @@ def test_string_on_other_types(client: httpx.Client) -> None:
     ],
 )
 def test_token(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Patient", query) == expected
+    assert search_ids(client, "Patient", query) == expected
 
 
 @pytest.mark.parametrize(
@@ -264,7 +257,7 @@ def test_token(client: httpx.Client, query: str, expected: set[str]) -> None:
     ],
 )
 def test_token_codeable_concepts(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Observation", query) == expected
+    assert search_ids(client, "Observation", query) == expected
 
 
 # -- reference ----------------------------------------------------------------------
@@ -283,31 +276,34 @@ def test_token_codeable_concepts(client: httpx.Client, query: str, expected: set
     ],
 )
 def test_reference(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Observation", query) == expected
+    assert search_ids(client, "Observation", query) == expected
 
 
 def test_reference_absolute_url_on_this_server(client: httpx.Client, server: Server) -> None:
     # §3.1.1.4.10: a relative reference resolving to the same value as the absolute URL
     # searched for (this server's base + Patient/id) is a match
-    found = ids(client, "Observation", f"subject={server.base}/Patient/pat-carl")
+    found = search_ids(client, "Observation", f"subject={server.base}/Patient/pat-carl")
     assert found == {"wt-60", "sys-carl"}
 
 
 def test_reference_other_types(client: httpx.Client) -> None:
-    assert ids(client, "Patient", "organization=Organization/org-acme") == {"pat-anna", "pat-dana"}
-    assert ids(client, "Patient", "general-practitioner=pr-house") == {"pat-anna", "pat-eve"}
-    assert ids(client, "Organization", "partof=org-acme") == {"org-beta"}
-    assert ids(client, "DiagnosticReport", "result=Observation/bp-bob") == {"dr-prelim"}
-    assert ids(client, "Encounter", "participant=Practitioner/pr-house") == {"enc-anna"}
+    assert search_ids(client, "Patient", "organization=Organization/org-acme") == {
+        "pat-anna",
+        "pat-dana",
+    }
+    assert search_ids(client, "Patient", "general-practitioner=pr-house") == {"pat-anna", "pat-eve"}
+    assert search_ids(client, "Organization", "partof=org-acme") == {"org-beta"}
+    assert search_ids(client, "DiagnosticReport", "result=Observation/bp-bob") == {"dr-prelim"}
+    assert search_ids(client, "Encounter", "participant=Practitioner/pr-house") == {"enc-anna"}
 
 
 # -- uri ----------------------------------------------------------------------------
 
 
 def test_uri_is_exact(client: httpx.Client) -> None:
-    assert ids(client, "ValueSet", f"url={EXAMPLE}/ValueSet/a") == {"vs-a"}
-    assert ids(client, "ValueSet", f"url={EXAMPLE}/ValueSet") == set()
-    assert ids(client, "CodeSystem", f"url={EXAMPLE}/CodeSystem/x") == {"cs-x"}
+    assert search_ids(client, "ValueSet", f"url={EXAMPLE}/ValueSet/a") == {"vs-a"}
+    assert search_ids(client, "ValueSet", f"url={EXAMPLE}/ValueSet") == set()
+    assert search_ids(client, "CodeSystem", f"url={EXAMPLE}/CodeSystem/x") == {"cs-x"}
 
 
 # -- parameters of every resource ---------------------------------------------------
@@ -331,21 +327,21 @@ def test_uri_is_exact(client: httpx.Client) -> None:
     ],
 )
 def test_common_parameters(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Patient", query) == expected
+    assert search_ids(client, "Patient", query) == expected
 
 
 def test_last_updated_against_the_stamped_time(client: httpx.Client) -> None:
     stamp = client.get("/Patient/pat-anna").json()["meta"]["lastUpdated"]
     # eq at the stamp's own precision contains the stamp; the range after it does not
-    assert ids(client, "Patient", f"_id=pat-anna&_lastUpdated={stamp}") == {"pat-anna"}
-    assert ids(client, "Patient", f"_id=pat-anna&_lastUpdated=ge{stamp}") == {"pat-anna"}
-    assert ids(client, "Patient", f"_id=pat-anna&_lastUpdated=gt{stamp}") == set()
-    assert ids(client, "Patient", f"_id=pat-anna&_lastUpdated=le{stamp}") == {"pat-anna"}
-    assert ids(client, "Patient", f"_id=pat-anna&_lastUpdated=lt{stamp}") == set()
+    assert search_ids(client, "Patient", f"_id=pat-anna&_lastUpdated={stamp}") == {"pat-anna"}
+    assert search_ids(client, "Patient", f"_id=pat-anna&_lastUpdated=ge{stamp}") == {"pat-anna"}
+    assert search_ids(client, "Patient", f"_id=pat-anna&_lastUpdated=gt{stamp}") == set()
+    assert search_ids(client, "Patient", f"_id=pat-anna&_lastUpdated=le{stamp}") == {"pat-anna"}
+    assert search_ids(client, "Patient", f"_id=pat-anna&_lastUpdated=lt{stamp}") == set()
 
 
 def test_empty_value_places_no_constraint(client: httpx.Client) -> None:
-    assert ids(client, "Patient", "family=") == ALL_PATIENTS
+    assert search_ids(client, "Patient", "family=") == ALL_PATIENTS
 
 
 def test_post_search_is_the_same_search(client: httpx.Client) -> None:

@@ -10,17 +10,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.server.conformance_data import bundle_ids, find, load, match_ids
-from tests.server.conftest import Server
+from tests.server.conformance_data import bundle_ids, find, match_ids, search_ids
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _dataset(server: Server) -> None:
-    load(server.base)
-
-
-def ids(client: httpx.Client, path: str, query: str) -> set[str]:
-    return match_ids(find(client, path, query))
+pytestmark = pytest.mark.usefixtures("conformance_dataset")
 
 
 ANNA_OBS = {"wt-99-6", "wt-101", "bp-anna", "tz-est", "tz-utc", "tz-day", "tz-period"}
@@ -62,7 +54,7 @@ DANA_OBS = {"wt-lb"}
     ],
 )  # fmt: skip
 def test_chaining(client: httpx.Client, path: str, query: str, expected: set[str]) -> None:
-    assert ids(client, path, query) == expected
+    assert search_ids(client, path, query) == expected
 
 
 def test_untyped_chain_on_a_polymorphic_reference(client: httpx.Client) -> None:
@@ -122,16 +114,16 @@ def test_unknown_chained_parameter_is_an_error_or_reported(client: httpx.Client)
     ],
 )  # fmt: skip
 def test_has(client: httpx.Client, path: str, query: str, expected: set[str]) -> None:
-    assert ids(client, path, query) == expected
+    assert search_ids(client, path, query) == expected
 
 
 def test_has_with_modifiers(client: httpx.Client) -> None:
     # GPs of a patient named exactly "Smith": bob (cuddy) and eve (house)
     query = "_has:Patient:general-practitioner:family:exact=Smith"
-    assert ids(client, "Practitioner", query) == {"pr-house", "pr-cuddy"}
+    assert search_ids(client, "Practitioner", query) == {"pr-house", "pr-cuddy"}
     # GPs of a patient not female: bob (cuddy); carl and dana have no GP
     query = "_has:Patient:general-practitioner:gender:not=female"
-    assert ids(client, "Practitioner", query) == {"pr-cuddy"}
+    assert search_ids(client, "Practitioner", query) == {"pr-cuddy"}
 
 
 @pytest.mark.parametrize(
@@ -233,15 +225,15 @@ def test_included_resources_are_not_repeated_as_matches(client: httpx.Client) ->
 
 
 def test_patient_compartment_of_one_type(client: httpx.Client) -> None:
-    assert ids(client, "Patient/pat-bob/Observation", "") == BOB_OBS
+    assert search_ids(client, "Patient/pat-bob/Observation", "") == BOB_OBS
     # with parameters, inside the compartment only
-    assert ids(client, "Patient/pat-bob/Observation", "code=http://loinc.org|29463-7") == {
+    assert search_ids(client, "Patient/pat-bob/Observation", "code=http://loinc.org|29463-7") == {
         "wt-100-004",
         "wt-150",
     }
-    assert ids(client, "Patient/pat-anna/Condition", "") == {"cond-diab", "cond-htn-anna"}
-    assert ids(client, "Patient/pat-anna/Encounter", "") == {"enc-anna"}
-    assert ids(client, "Patient/pat-carl/RiskAssessment", "probability=gt0.5") == {"ra-80"}
+    assert search_ids(client, "Patient/pat-anna/Condition", "") == {"cond-diab", "cond-htn-anna"}
+    assert search_ids(client, "Patient/pat-anna/Encounter", "") == {"enc-anna"}
+    assert search_ids(client, "Patient/pat-carl/RiskAssessment", "probability=gt0.5") == {"ra-80"}
 
 
 def test_patient_compartment_of_every_type(client: httpx.Client) -> None:
@@ -256,5 +248,5 @@ def test_patient_compartment_of_every_type(client: httpx.Client) -> None:
 
 
 def test_other_compartments(client: httpx.Client) -> None:
-    assert ids(client, "Encounter/enc-anna/Condition", "") == {"cond-diab"}
-    assert ids(client, "Practitioner/pr-house/Encounter", "") == {"enc-anna"}
+    assert search_ids(client, "Encounter/enc-anna/Condition", "") == {"cond-diab"}
+    assert search_ids(client, "Practitioner/pr-house/Encounter", "") == {"enc-anna"}

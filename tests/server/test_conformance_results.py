@@ -12,21 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conformance_data import (
-    ALL_PATIENTS,
-    find,
-    load,
-    match_ids,
-    ordered_ids,
-)
-from tests.server.conftest import Server
+from tests.server.conformance_data import ALL_PATIENTS, find, match_ids, ordered_ids
+
+pytestmark = pytest.mark.usefixtures("conformance_dataset")
 
 SUBSETTED = ("http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "SUBSETTED")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _dataset(server: Server) -> None:
-    load(server.base)
 
 
 def link(bundle: dict[str, Any], relation: str) -> str | None:

@@ -13,17 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conformance_data import bundle_ids, find, load, match_ids
-from tests.server.conftest import Server
+from tests.server.conformance_data import bundle_ids, find, match_ids, search_ids
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _dataset(server: Server) -> None:
-    load(server.base)
-
-
-def ids(client: httpx.Client, path: str, query: str) -> set[str]:
-    return match_ids(find(client, path, query))
+pytestmark = pytest.mark.usefixtures("conformance_dataset")
 
 
 def outcomes(bundle: dict[str, Any]) -> list[dict[str, Any]]:
@@ -67,13 +59,13 @@ def outcomes(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     ],
 )
 def test_composite(client: httpx.Client, query: str, expected: set[str]) -> None:
-    assert ids(client, "Observation", query) == expected
+    assert search_ids(client, "Observation", query) == expected
 
 
 def test_escaped_separators_in_a_plain_token(client: httpx.Client) -> None:
-    assert ids(client, "Observation", r"code=urn:cf|x\$y\,z") == {"obs-dollar"}
+    assert search_ids(client, "Observation", r"code=urn:cf|x\$y\,z") == {"obs-dollar"}
     # unescaped, the comma splits the value into two codes, neither of which exists
-    assert ids(client, "Observation", r"code=urn:cf|x\$y,z") == set()
+    assert search_ids(client, "Observation", r"code=urn:cf|x\$y,z") == set()
 
 
 def test_bad_composite_value_is_400(client: httpx.Client) -> None:
@@ -102,7 +94,7 @@ def test_bad_composite_value_is_400(client: httpx.Client) -> None:
     ],
 )
 def test_text_and_content(client: httpx.Client, path: str, query: str, expected: set[str]) -> None:
-    assert ids(client, path, query) == expected
+    assert search_ids(client, path, query) == expected
 
 
 # -- searching across types ---------------------------------------------------------

@@ -24,7 +24,7 @@ from openrecord.service.context import SecurityContext
 from openrecord.service.records import RecordService
 from openrecord.store import open_store
 from tests.databases import backends, fresh_database
-from tests.server.conftest import Server, start_server
+from tests.server.conftest import Server, running_server, serving
 
 MMN = "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"
 BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
@@ -46,8 +46,13 @@ def search_param(code: str, type: str, expression: str, **more: Any) -> dict[str
     }
 
 
+def extension_param(code: str, type: str, url: str) -> dict[str, Any]:
+    """A parameter of `type` on the value of the Patient extension `url`."""
+    return search_param(code, type, f"Patient.extension('{url}').value")
+
+
 def mmn_param(code: str) -> dict[str, Any]:
-    return search_param(code, "string", f"Patient.extension('{MMN}').value")
+    return extension_param(code, "string", MMN)
 
 
 def patient(tag: str, *extensions: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +63,13 @@ def patient(tag: str, *extensions: dict[str, Any]) -> dict[str, Any]:
     if extensions:
         out["extension"] = list(extensions)
     return out
+
+
+def born_patient(tag: str, sex: str, born: str) -> dict[str, Any]:
+    """A patient of `tag` with a birth sex (code `sex`) and a birth time (dateTime `born`)."""
+    return patient(
+        tag, {"url": BIRTH_SEX, "valueCode": sex}, {"url": BIRTH_TIME, "valueDateTime": born}
+    )
 
 
 def create(client: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +101,15 @@ def find(client: httpx.Client, query: str) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
+
+
+def patient_search_params(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    """The CapabilityStatement's Patient search parameters, by name."""
+    statement = client.get("/metadata").json()
+    listed = next(
+        r["searchParam"] for r in statement["rest"][0]["resource"] if r["type"] == "Patient"
+    )
+    return {s["name"]: s for s in listed}
 
 
 def test_active_parameter_indexes_later_writes_and_reindex_the_earlier_ones(
@@ -127,24 +148,10 @@ def test_active_parameter_indexes_later_writes_and_reindex_the_earlier_ones(
 def test_token_and_date_parameters(client: httpx.Client) -> None:
     tag = uuid.uuid4().hex
     sex, born = f"sex-{tag[:8]}", f"born-{tag[:8]}"
-    create(client, search_param(sex, "token", f"Patient.extension('{BIRTH_SEX}').value"))
-    create(client, search_param(born, "date", f"Patient.extension('{BIRTH_TIME}').value"))
-    f = create(
-        client,
-        patient(
-            tag,
-            {"url": BIRTH_SEX, "valueCode": "F"},
-            {"url": BIRTH_TIME, "valueDateTime": "2021-03-04T10:30:00Z"},
-        ),
-    )
-    m = create(
-        client,
-        patient(
-            tag,
-            {"url": BIRTH_SEX, "valueCode": "M"},
-            {"url": BIRTH_TIME, "valueDateTime": "1999-12-31T23:00:00Z"},
-        ),
-    )
+    create(client, extension_param(sex, "token", BIRTH_SEX))
+    create(client, extension_param(born, "date", BIRTH_TIME))
+    f = create(client, born_patient(tag, "F", "2021-03-04T10:30:00Z"))
+    m = create(client, born_patient(tag, "M", "1999-12-31T23:00:00Z"))
     within = f"&_tag=urn:test|{tag}"
     assert ids(find(client, f"{sex}=F{within}")) == {f["id"]}
     assert ids(find(client, f"{sex}:not=F{within}")) == {m["id"]}
@@ -164,11 +171,7 @@ def test_retired_or_deleted_parameter_stops_being_used(client: httpx.Client) -> 
     p = create(client, patient(tag, {"url": MMN, "valueString": "Retiree"}))
     query = f"{code}=Retiree&_tag=urn:test|{tag}"
     assert ids(find(client, query)) == {p["id"]}
-    statement = client.get("/metadata").json()
-    patient_params = next(
-        r["searchParam"] for r in statement["rest"][0]["resource"] if r["type"] == "Patient"
-    )
-    listed = {s["name"]: s for s in patient_params}
+    listed = patient_search_params(client)
     assert listed[code]["definition"] == f"http://example.org/fhir/SearchParameter/{code}"
     assert listed[code]["type"] == "string"
 
@@ -181,11 +184,7 @@ def test_retired_or_deleted_parameter_stops_being_used(client: httpx.Client) -> 
     assert any(code in w for w in warnings(found))
     strict = client.get(f"/Patient?{query}", headers={"Prefer": "handling=strict"})
     assert strict.status_code == 400
-    statement = client.get("/metadata").json()
-    patient_params = next(
-        r["searchParam"] for r in statement["rest"][0]["resource"] if r["type"] == "Patient"
-    )
-    assert code not in {s["name"] for s in patient_params}
+    assert code not in patient_search_params(client)
 
     # Active again, then deleted: unknown again.
     r = client.put(f"/SearchParameter/{sp['id']}", json={**sp, "status": "active"})
@@ -250,8 +249,8 @@ def test_second_parameter_with_the_same_code_is_refused(client: httpx.Client) ->
 def test_composite_of_custom_components(client: httpx.Client) -> None:
     tag = uuid.uuid4().hex
     sex, born, both = f"csex-{tag[:8]}", f"cborn-{tag[:8]}", f"sexborn-{tag[:8]}"
-    sex_sp = create(client, search_param(sex, "token", f"Patient.extension('{BIRTH_SEX}').value"))
-    born_sp = create(client, search_param(born, "date", f"Patient.extension('{BIRTH_TIME}').value"))
+    sex_sp = create(client, extension_param(sex, "token", BIRTH_SEX))
+    born_sp = create(client, extension_param(born, "date", BIRTH_TIME))
     create(
         client,
         search_param(
@@ -270,22 +269,8 @@ def test_composite_of_custom_components(client: httpx.Client) -> None:
             ],
         ),
     )
-    f = create(
-        client,
-        patient(
-            tag,
-            {"url": BIRTH_SEX, "valueCode": "F"},
-            {"url": BIRTH_TIME, "valueDateTime": "2021-03-04"},
-        ),
-    )
-    create(
-        client,
-        patient(
-            tag,
-            {"url": BIRTH_SEX, "valueCode": "M"},
-            {"url": BIRTH_TIME, "valueDateTime": "2021-03-04"},
-        ),
-    )
+    f = create(client, born_patient(tag, "F", "2021-03-04"))
+    create(client, born_patient(tag, "M", "2021-03-04"))
     within = f"&_tag=urn:test|{tag}"
     assert ids(find(client, f"{both}=F$2021-03-04{within}")) == {f["id"]}
 
@@ -298,16 +283,8 @@ def two_workers(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     folder = tmp_path_factory.mktemp("workers")
-    with fresh_database(request.param, folder) as database:
-        base, proc = start_server(database, folder / "server.log", "--workers", "2")
-        try:
-            yield Server(base, database, request.param, proc)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_server(request.param, folder, "--workers", "2") as running:
+        yield running
 
 
 def fresh(server: Server) -> httpx.Client:
@@ -355,37 +332,35 @@ def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def test_cli_reindex(database: str, tmp_path: Path) -> None:
-    base, proc = start_server(database, tmp_path / "server.log")
-    try:
-        with httpx.Client(base_url=base, timeout=60) as c:
-            tag = uuid.uuid4().hex
-            early = [
-                create(c, patient(tag, {"url": MMN, "valueString": f"Early{i}"})) for i in range(3)
-            ]
-            create(c, {"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
-            create(c, mmn_param("maiden"))
-            assert ids(find(c, "maiden=Early")) == set()
+    with (
+        serving(database, tmp_path / "server.log") as (base, _),
+        httpx.Client(base_url=base, timeout=60) as c,
+    ):
+        tag = uuid.uuid4().hex
+        early = [
+            create(c, patient(tag, {"url": MMN, "valueString": f"Early{i}"})) for i in range(3)
+        ]
+        create(c, {"resourceType": "Observation", "status": "final", "code": {"text": "x"}})
+        create(c, mmn_param("maiden"))
+        assert ids(find(c, "maiden=Early")) == set()
 
-            only = openrecord("reindex", "--quiet", "--database", database, "Observation")
-            assert only.returncode == 0, only.stderr
-            assert "reindexed 1 resources" in only.stdout
-            assert ids(find(c, "maiden=Early")) == set()
+        only = openrecord("reindex", "--quiet", "--database", database, "Observation")
+        assert only.returncode == 0, only.stderr
+        assert "reindexed 1 resources" in only.stdout
+        assert ids(find(c, "maiden=Early")) == set()
 
-            done = openrecord("reindex", "--quiet", "--database", database, "Patient")
-            assert done.returncode == 0, done.stderr
-            assert "reindexed 3 resources" in done.stdout
-            assert ids(find(c, "maiden=Early")) == {p["id"] for p in early}
+        done = openrecord("reindex", "--quiet", "--database", database, "Patient")
+        assert done.returncode == 0, done.stderr
+        assert "reindexed 3 resources" in done.stdout
+        assert ids(find(c, "maiden=Early")) == {p["id"] for p in early}
 
-            everything = openrecord("reindex", "--quiet", "--database", database)
-            assert everything.returncode == 0, everything.stderr
-            assert "reindexed 5 resources" in everything.stdout  # 3 + 1 + the parameter
+        everything = openrecord("reindex", "--quiet", "--database", database)
+        assert everything.returncode == 0, everything.stderr
+        assert "reindexed 5 resources" in everything.stdout  # 3 + 1 + the parameter
 
-            bad = openrecord("reindex", "--quiet", "--database", database, "Nope")
-            assert bad.returncode == 2
-            assert "Nope" in bad.stderr
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        bad = openrecord("reindex", "--quiet", "--database", database, "Nope")
+        assert bad.returncode == 2
+        assert "Nope" in bad.stderr
 
 
 # -- the store's reindex primitive ------------------------------------------------------

@@ -67,6 +67,26 @@ def patient(family: str, given: str, **more: Any) -> dict[str, Any]:
     return {"resourceType": "Patient", "name": [{"family": family, "given": [given]}], **more}
 
 
+def practitioner(family: str, given: str, npi: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Practitioner",
+        "name": [{"family": family, "given": [given]}],
+        "identifier": [{"system": "urn:npi", "value": npi}],
+    }
+
+
+def encounter(patient: str, provider: str, **more: Any) -> dict[str, Any]:
+    """A finished encounter of Patient/`patient` at Organization/`provider`."""
+    return {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"code": "AMB"},
+        "subject": ref("Patient", patient),
+        "serviceProvider": ref("Organization", provider),
+        **more,
+    }
+
+
 def audit(entity: dict[str, str], agent: dict[str, str]) -> dict[str, Any]:
     return {
         "resourceType": "AuditEvent",
@@ -99,22 +119,8 @@ def ids(server: Server) -> Ids:
             },
         )
         add("orgX", {"resourceType": "Organization", "name": "Acme Deleted"})
-        add(
-            "pr1",
-            {
-                "resourceType": "Practitioner",
-                "name": [{"family": "Peterson", "given": ["Anna"]}],
-                "identifier": [{"system": "urn:npi", "value": "111"}],
-            },
-        )
-        add(
-            "pr2",
-            {
-                "resourceType": "Practitioner",
-                "name": [{"family": "Smith", "given": ["Bob"]}],
-                "identifier": [{"system": "urn:npi", "value": "222"}],
-            },
-        )
+        add("pr1", practitioner("Peterson", "Anna", "111"))
+        add("pr2", practitioner("Smith", "Bob", "222"))
         add("loc", {"resourceType": "Location", "name": "Peter Ward"})
         add(
             "p1",
@@ -201,35 +207,14 @@ def ids(server: Server) -> Ids:
         add("o9", observation(ref("Patient", out["p1"]), "4444-4"))
         add(
             "e1",
-            {
-                "resourceType": "Encounter",
-                "status": "finished",
-                "class": {"code": "AMB"},
-                "subject": ref("Patient", out["p1"]),
-                "serviceProvider": ref("Organization", out["orgA"]),
-                "participant": [{"individual": ref("Practitioner", out["pr1"])}],
-            },
+            encounter(
+                out["p1"],
+                out["orgA"],
+                participant=[{"individual": ref("Practitioner", out["pr1"])}],
+            ),
         )
-        add(
-            "e2",
-            {
-                "resourceType": "Encounter",
-                "status": "finished",
-                "class": {"code": "AMB"},
-                "subject": ref("Patient", out["p2"]),
-                "serviceProvider": ref("Organization", out["orgB"]),
-            },
-        )
-        add(
-            "e3",
-            {
-                "resourceType": "Encounter",
-                "status": "finished",
-                "class": {"code": "AMB"},
-                "subject": ref("Patient", out["p3"]),
-                "serviceProvider": ref("Organization", out["orgX"]),
-            },
-        )
+        add("e2", encounter(out["p2"], out["orgB"]))
+        add("e3", encounter(out["p3"], out["orgX"]))
         add("a1", audit(ref("Observation", out["o1"]), ref("Practitioner", out["pr2"])))
         add("a2", audit(ref("Observation", out["o2"]), ref("Practitioner", out["pr1"])))
         for key, type in (("p4", "Patient"), ("orgX", "Organization"), ("o9", "Observation")):

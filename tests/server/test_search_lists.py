@@ -16,6 +16,15 @@ def create(client: httpx.Client, resource: dict[str, Any]) -> str:
     return str(r.json()["id"])
 
 
+def current_list(mode: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "List", "status": "current", "mode": mode, "entry": list(entries)}
+
+
+def item(reference: str, **more: Any) -> dict[str, Any]:
+    """A List entry referring to `reference`."""
+    return {"item": {"reference": reference}, **more}
+
+
 def ids(bundle: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(
         (e["resource"]["resourceType"], e["resource"]["id"])
@@ -34,29 +43,17 @@ def test_list_keeps_only_the_resources_a_list_names(client: httpx.Client) -> Non
     cond = create(client, {"resourceType": "Condition", "subject": {"reference": "Patient/x"}})
     first = create(
         client,
-        {
-            "resourceType": "List",
-            "status": "current",
-            "mode": "changes",
-            "entry": [
-                {"item": {"reference": f"Observation/{obs[0]}"}},
-                {"item": {"reference": f"Observation/{obs[1]}"}},
-                {"item": {"reference": f"Observation/{obs[2]}"}, "deleted": True},
-                {"item": {"reference": f"Condition/{cond}"}},
-            ],
-        },
+        current_list(
+            "changes",
+            item(f"Observation/{obs[0]}"),
+            item(f"Observation/{obs[1]}"),
+            item(f"Observation/{obs[2]}", deleted=True),
+            item(f"Condition/{cond}"),
+        ),
     )
     second = create(
         client,
-        {
-            "resourceType": "List",
-            "status": "current",
-            "mode": "working",
-            "entry": [
-                {"item": {"reference": f"Observation/{obs[1]}"}},
-                {"item": {"reference": f"Observation/{obs[3]}"}},
-            ],
-        },
+        current_list("working", item(f"Observation/{obs[1]}"), item(f"Observation/{obs[3]}")),
     )
     # entry 3 is flagged deleted (lst-2: only in a list of changes): not in the list
     got = client.get("/Observation", params={"_list": first}).json()

@@ -8,7 +8,6 @@ ties broken by creation order (the server's rid order, which the spec leaves to 
 from __future__ import annotations
 
 import random
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.databases import backends, fresh_database
-from tests.server.conftest import Server, start_server
+from tests.databases import backends
+from tests.server.conftest import Server, running_server
 
 Row = dict[str, Any]
 
@@ -340,17 +339,8 @@ def debug_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Path]]:
     folder = tmp_path_factory.mktemp("debug")
-    log = folder / "server.log"
-    with fresh_database(request.param, folder) as database:
-        base, proc = start_server(database, log, "--debug-search", "--log-level", "debug")
-        try:
-            yield base, log
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with running_server(request.param, folder, "--debug-search", "--log-level", "debug") as server:
+        yield server.base, folder / "server.log"
 
 
 def test_explain_with_the_setting(debug_server: tuple[str, Path]) -> None:

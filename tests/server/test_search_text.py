@@ -233,24 +233,17 @@ def test_system_and_compartment_search(client: httpx.Client) -> None:
     t = tag()
     pid = create(client, {"resourceType": "Patient", "name": [{"family": f"{t}shared"}]})
     other = create(client, {"resourceType": "Patient", "name": [{"family": f"{t}other"}]})
-    obs = create(
-        client,
-        {
+
+    def observation(patient_id: str) -> dict[str, Any]:
+        return {
             "resourceType": "Observation",
             "status": "final",
             "code": {"text": f"{t}shared"},
-            "subject": {"reference": f"Patient/{pid}"},
-        },
-    )
-    elsewhere = create(
-        client,
-        {
-            "resourceType": "Observation",
-            "status": "final",
-            "code": {"text": f"{t}shared"},
-            "subject": {"reference": f"Patient/{other}"},
-        },
-    )
+            "subject": {"reference": f"Patient/{patient_id}"},
+        }
+
+    obs = create(client, observation(pid))
+    elsewhere = create(client, observation(other))
     bid = create(client, basic(f"{t}shared"))
     assert found(client, "", {"_content": f"{t}shared"}) == {pid, obs, elsewhere, bid}
     assert found(client, "", {"_content": f"{t}shared", "_type": "Observation,Basic"}) == {

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.databases import backends, fresh_database
-from tests.server.conftest import start_server
+from tests.databases import backends
+from tests.server.conftest import running_server
 
 
 @pytest.fixture(scope="module", params=backends())
@@ -19,14 +19,11 @@ def new_york(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[httpx.Client]:
     folder: Path = tmp_path_factory.mktemp("tz")
-    with fresh_database(request.param, folder) as database:
-        base, proc = start_server(database, folder / "server.log", "--timezone", "America/New_York")
-        try:
-            with httpx.Client(base_url=base, timeout=60) as client:
-                yield client
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with (
+        running_server(request.param, folder, "--timezone", "America/New_York") as server,
+        httpx.Client(base_url=server.base, timeout=60) as client,
+    ):
+        yield client
 
 
 def test_dates_without_a_zone_are_in_the_servers_zone(new_york: httpx.Client) -> None:

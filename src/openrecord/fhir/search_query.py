@@ -310,6 +310,8 @@ def _result_param(
         if raw not in ("true", "false", "both"):
             raise _bad(name, f"{raw!r} is not one of true, false, both")
         out.contained = raw
+        if raw != "false":  # contained resources are not searched: said, not ignored
+            out.unknown.append(f"_contained={raw}")
     elif code == "_containedType":
         if raw not in ("container", "contained"):
             raise _bad(name, f"{raw!r} is not one of container, contained")

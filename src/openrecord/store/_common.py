@@ -223,9 +223,16 @@ class SqlStore(Store):
             )
 
     def generation(self, type: str) -> int:
+        # ORDER BY the (type, seq) index's own order: one index probe whatever plan a
+        # prepared statement gets. `max(seq) … WHERE type = $1` under PostgreSQL's
+        # generic plan walked the primary key backwards, through all history (19 ms at
+        # 96k versions, on every search) when the type had no row.
         with self.reader() as fetch:
-            rows = fetch("SELECT coalesce(max(seq), 0) FROM history WHERE type = ?", [type])
-        return int(rows[0][0])
+            rows = fetch(
+                "SELECT seq FROM history WHERE type = ? ORDER BY type DESC, seq DESC LIMIT 1",
+                [type],
+            )
+        return int(rows[0][0]) if rows else 0
 
     def iter_current(self, type: str | None = None) -> Iterator[StoredVersion]:
         """Pages by rid (keyset), so no cursor or transaction stays open between pages."""

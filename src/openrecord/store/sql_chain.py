@@ -70,12 +70,17 @@ def _in(col: str, values: tuple[str, ...]) -> Frag:
     return f"{col} IN ({', '.join('?' for _ in values)})", list(values)
 
 
-def chained_condition(b: ChainBuilder, c: SearchCondition, scope: Scope) -> Frag:
-    """SQL for a ChainCondition, HasCondition or AnyCondition on `scope`'s resources."""
+def chained_condition(
+    b: ChainBuilder, c: SearchCondition, scope: Scope, *, check: bool = False
+) -> Frag:
+    """SQL for a ChainCondition, HasCondition or AnyCondition on `scope`'s resources.
+
+    `check`: another condition drives the query (store/sql_plan.py), so test each
+    candidate through its own reference rows rather than build the whole set."""
     if isinstance(c, ChainCondition):
-        return _chain(b, c, scope)
+        return _chain(b, c, scope, check)
     if isinstance(c, HasCondition):
-        return _has(b, c, scope)
+        return _has(b, c, scope, check)
     if isinstance(c, AnyCondition):
         frags = [b.condition(o, scope) for o in c.options]
         if not frags:
@@ -87,28 +92,34 @@ def chained_condition(b: ChainBuilder, c: SearchCondition, scope: Scope) -> Frag
     raise UnsupportedSearch(f"unsupported condition {type(c).__name__}")
 
 
-def _chain(b: ChainBuilder, c: ChainCondition, scope: Scope) -> Frag:
+def _chain(b: ChainBuilder, c: ChainCondition, scope: Scope, check: bool) -> Frag:
     """`scope`'s resources whose `c.param` refers to a live target matching `c.inner`."""
     if not c.target_types:
         return _FALSE
     target = scope.nested(c.target_types, "t")
     x, t = f"x{target.depth}", target.alias
-    pid = b.pid_filter(c.param, f"{x}.pid", scope)
+    pid = b.pid_filter(c.param, f"+{x}.pid" if check else f"{x}.pid", scope)
     if pid is None:
         return _FALSE  # no resource has ever had a value for the reference
     inner = b.condition(c.inner, target)
     if inner[0] == _FALSE[0]:
         return _FALSE  # no target can match: skip the subquery
     types = _in(f"{t}.type", c.target_types)
-    sql = (
-        f"{scope.alias}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE {pid[0]}"
-        f" AND ({x}.ref_id, {x}.ref_type) IN (SELECT {t}.id, {t}.type FROM resource {t}"
-        f" WHERE {types[0]} AND {t}.deleted = {b.false} AND {inner[0]}))"
+    targets = (
+        f"({x}.ref_id, {x}.ref_type) IN (SELECT {t}.id, {t}.type FROM resource {t}"
+        f" WHERE {types[0]} AND {t}.deleted = {b.false} AND {inner[0]})"
     )
+    if check:  # the candidate's own reference rows, by its (rid, n) key
+        sql = (
+            f"EXISTS (SELECT 1 FROM idx_reference {x} WHERE {x}.rid = {scope.alias}.rid"
+            f" AND {pid[0]} AND {targets})"
+        )
+    else:
+        sql = f"{scope.alias}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE {pid[0]} AND {targets})"
     return sql, [*pid[1], *types[1], *inner[1]]
 
 
-def _has(b: ChainBuilder, c: HasCondition, scope: Scope) -> Frag:
+def _has(b: ChainBuilder, c: HasCondition, scope: Scope, check: bool) -> Frag:
     """`scope`'s resources that a live `c.type` matching `c.inner` refers to via `c.param`."""
     source = scope.nested((c.type,), "s")
     x, s = f"x{source.depth}", source.alias
@@ -134,8 +145,18 @@ def _has(b: ChainBuilder, c: HasCondition, scope: Scope) -> Frag:
     for _, p in where:
         params.extend(p)
     a = scope.alias
+    conditions = " AND ".join(w for w, _ in where)
+    if check:  # references to the candidate, through the (pid, ref_id, ref_type) index
+        pid_here = b.pid_filter(c.param, f"{x}.pid", source) or pid
+        params = [*pid_here[1], *params[len(pid[1]) :]]
+        rest = " AND ".join(w for w, _ in where[1:])
+        sql = (
+            f"EXISTS (SELECT 1 FROM idx_reference {x} WHERE {pid_here[0]}"
+            f" AND {x}.ref_id = {a}.id AND {x}.ref_type = {a}.type AND {rest})"
+        )
+        return sql, params
     sql = (
         f"({a}.type, {a}.id) IN (SELECT {x}.ref_type, {x}.ref_id FROM idx_reference {x}"
-        f" WHERE {' AND '.join(w for w, _ in where)})"
+        f" WHERE {conditions})"
     )
     return sql, params

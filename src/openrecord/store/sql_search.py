@@ -49,6 +49,7 @@ from openrecord.store.query import (
 from openrecord.store.sql_chain import Scope, chained_condition
 from openrecord.store.sql_composite import composite_condition
 from openrecord.store.sql_paging import SortColumn, run_page
+from openrecord.store.sql_plan import driver
 from openrecord.store.sql_text import TEXT_COLUMNS, text_condition
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
 MAX_KEY_CHARS = 512
 
 Frag = tuple[str, list[Any]]
+Probe = Callable[[str, list[Any]], int]  # runs `SELECT count(*) …`, returns the count
 Fetch = Callable[[str, list[Any]], list[tuple[Any, ...]]]
 PidResolver = Callable[[str, str], int | None]
 
@@ -243,10 +245,17 @@ def listed(c: Condition, alias: str = "r") -> Frag:
 
 
 class _Builder:
-    def __init__(self, query: SearchQuery, dialect: Dialect, resolve_pid: PidResolver) -> None:
+    def __init__(
+        self,
+        query: SearchQuery,
+        dialect: Dialect,
+        resolve_pid: PidResolver,
+        probe: Probe | None = None,
+    ) -> None:
         self.query = query
         self.dialect = dialect
         self.resolve_pid = resolve_pid
+        self.probe = probe
         types = (query.type,) if query.type is not None else query.types or None
         self.root = Scope(types)  # the searched resources, `r`
 
@@ -276,7 +285,11 @@ class _Builder:
             frags.append((f"r.type IN ({marks})", list(self.query.types)))
         if self.query.compartment is not None:
             frags.append(self.compartment(self.query.compartment))
-        frags.extend(self.condition(c) for c in self.query.conditions)
+        # one condition drives, the others check its candidates (sql_plan.py)
+        drives = driver(self.query.conditions, self.estimate)
+        frags.extend(
+            self.condition(c, check=i != drives) for i, c in enumerate(self.query.conditions)
+        )
         params: list[Any] = []
         for _, p in frags:
             params.extend(p)
@@ -295,11 +308,14 @@ class _Builder:
         )
         return f"(r.rid IN ({sub}) OR {own})", [*pids, comp.id, comp.type, comp.type, comp.id]
 
-    def condition(self, c: SearchCondition, scope: Scope | None = None) -> Frag:
-        """`c` on the resources of `scope` (default: the searched ones, `r`)."""
+    def condition(
+        self, c: SearchCondition, scope: Scope | None = None, *, check: bool = False
+    ) -> Frag:
+        """`c` on the resources of `scope` (default: the searched ones, `r`). `check`: as
+        a correlated EXISTS on the candidate's own rows, not a set to drive from."""
         scope = scope or self.root
         if not isinstance(c, Condition):
-            return chained_condition(self, c, scope)  # chains, _has (sql_chain.py)
+            return chained_condition(self, c, scope, check=check)  # chains, _has (sql_chain.py)
         a = scope.alias
         if c.param == "_id":
             return self.special(c, f"{a}.id", "_id")
@@ -315,11 +331,7 @@ class _Builder:
                 return self.pid_filter(code, scope=scope)
 
             return composite_condition(c, scoped_pid, self.match, TABLE_OF_KIND, f"{a}.rid")
-        table = TABLE_OF_KIND.get(c.kind)
-        if c.kind == "reference" and c.modifier == "identifier":
-            table = "idx_token"  # the extractor indexes Reference.identifier as tokens
-        if table is None:
-            raise UnsupportedSearch(f"unsupported parameter kind {c.kind!r}")
+        table = self.table_of(c)
         pid = self.pid_filter(c.param, scope=scope)
         if c.missing is not None or c.modifier == "missing":
             if c.missing is None:
@@ -335,13 +347,46 @@ class _Builder:
         negate = c.modifier == "not"
         if negate and c.kind != "token":
             raise UnsupportedSearch(f"modifier :not is not supported on {c.kind} parameters")
-        matches = [m for m in (self.match(c, v) for v in c.values if not _has_nul(v)) if m]
-        if pid is None or not matches:
+        values = self.values_of(c)
+        if pid is None or values is None:
             return TRUE if negate else FALSE
-        values = _join(matches, "OR")
+        if check and not negate:
+            # `+x.pid`: reach the candidate's rows by the (rid, n) key, never by scanning
+            # a (pid, value…) index once per candidate
+            own = self.pid_filter(c.param, "+x.pid", scope=scope) or pid
+            sub = f"SELECT 1 FROM {table} x WHERE x.rid = {a}.rid AND {own[0]} AND {values[0]}"
+            return f"EXISTS ({sub})", own[1] + values[1]
         op = "NOT IN" if negate else "IN"
         sql = f"{a}.rid {op} (SELECT rid FROM {table} WHERE {pid[0]} AND {values[0]})"
         return sql, pid[1] + values[1]
+
+    def table_of(self, c: Condition) -> str:
+        if c.kind == "reference" and c.modifier == "identifier":
+            return "idx_token"  # the extractor indexes Reference.identifier as tokens
+        table = TABLE_OF_KIND.get(c.kind)
+        if table is None:
+            raise UnsupportedSearch(f"unsupported parameter kind {c.kind!r}")
+        return table
+
+    def values_of(self, c: Condition) -> Frag | None:
+        """The condition's values OR-ed, as a match on its index table; None: no value
+        can match."""
+        matches = [m for m in (self.match(c, v) for v in c.values if not _has_nul(v)) if m]
+        return _join(matches, "OR") if matches else None
+
+    def estimate(self, c: SearchCondition, limit: int) -> int | None:
+        """How many index rows `c` matches, counted up to `limit` (an index-only scan);
+        None when it is not a plain indexed condition."""
+        if self.probe is None or not isinstance(c, Condition) or c.kind not in TABLE_OF_KIND:
+            return None
+        if c.param.startswith("_") and c.param not in ("_tag", "_profile", "_security", "_source"):
+            return None
+        pid = self.pid_filter(c.param)
+        values = self.values_of(c)
+        if pid is None or values is None:
+            return 0
+        sub = f"SELECT 1 FROM {self.table_of(c)} WHERE {pid[0]} AND {values[0]} LIMIT ?"
+        return self.probe(f"SELECT count(*) FROM ({sub}) t", [*pid[1], *values[1], limit])
 
     def special(self, c: Condition, col: str, param: str) -> Frag:
         """`_id` and `_lastUpdated` (`param`), answered from the resource table's `col`."""
@@ -498,9 +543,12 @@ class BuiltSearch:
     columns: list[SortColumn]  # the `_sort` keys; rid breaks ties
 
 
-def build_search(query: SearchQuery, dialect: Dialect, resolve_pid: PidResolver) -> BuiltSearch:
-    """The criteria and sort keys of `query` in SQL; `sql_paging` makes pages of them."""
-    b = _Builder(query, dialect, resolve_pid)
+def build_search(
+    query: SearchQuery, dialect: Dialect, resolve_pid: PidResolver, probe: Probe | None = None
+) -> BuiltSearch:
+    """The criteria and sort keys of `query` in SQL; `sql_paging` makes pages of them.
+    `probe` runs a count query: with it, the planner compares equally ranked conditions."""
+    b = _Builder(query, dialect, resolve_pid, probe)
     return BuiltSearch(b.where(), b.sort_columns())
 
 
@@ -515,7 +563,10 @@ def to_version(row: tuple[Any, ...]) -> StoredVersion:
 def run_search(
     fetch: Fetch, query: SearchQuery, dialect: Dialect, resolve_pid: PidResolver
 ) -> SearchPage:
-    built = build_search(query, dialect, resolve_pid)
+    def probe(sql: str, params: list[Any]) -> int:
+        return int(fetch(sql, params)[0][0])
+
+    built = build_search(query, dialect, resolve_pid, probe)
     return run_page(
         fetch, query, dialect.name, SELECT_COLUMNS, built.where, built.columns, to_version
     )
