@@ -1,7 +1,8 @@
 """`_include` and `_revinclude` (search.html#include): the resources a page refers to, or
 that refer to it. They come back with `search.mode = include` and never count toward
 `_count`. `Type:*` (and `Type:*:Target`) stands for every reference parameter of
-`Type`; a bare `*` for every reference parameter of every type on the page.
+`Type`; a bare `*` for every reference parameter of every type: of the page's types
+for `_include=*`, of every type that can refer to them for `_revinclude=*`.
 """
 
 from __future__ import annotations
@@ -143,11 +144,7 @@ class _Finder:
     def revinclude(self, specs: list[_Spec], sources: list[StoredVersion]) -> list[StoredVersion]:
         """Resources whose specs' parameters reference any of `sources`."""
         fresh = []
-        for spec in specs:
-            if spec.source == "*":
-                if "_revinclude=*" not in self.unsupported:  # every type: not answered
-                    self.unsupported.append("_revinclude=*")
-                continue
+        for spec in self.expand(specs, {r.type for r in sources}):
             targets = [r for r in sources if spec.target in (None, r.type)]
             if not targets:
                 continue
@@ -160,6 +157,22 @@ class _Finder:
                     if self.add(found):
                         fresh.append(found)
         return fresh
+
+    def expand(self, specs: list[_Spec], types: set[str]) -> list[_Spec]:
+        """`_revinclude=*`: every type with a reference parameter that can point at one
+        of `types`, each as `Type:*` (one query per parameter, all index lookups)."""
+        out: list[_Spec] = []
+        for spec in specs:
+            if spec.source != "*":
+                out.append(spec)
+                continue
+            for source, table in sorted(self.defs.search_params.items()):
+                if any(
+                    sp.type == "reference" and (not sp.targets or types & set(sp.targets))
+                    for sp in table.values()
+                ):
+                    out.append(_Spec(source, "*", None))
+        return out
 
     def reference_params(self, spec: _Spec, types: set[str]) -> list[str]:
         """The parameter itself, or for `*` every reference parameter of the source type
