@@ -257,9 +257,12 @@ def test_result_parameters() -> None:
     assert ps.include_iterate == ["Organization:partof"]
     assert ps.revinclude == ["Observation:subject"]
     assert (ps.contained, ps.contained_type) == ("both", "contained")
-    # contained resources are not searched: reported (400 when strict), never ignored
-    assert ps.unknown == ["_contained=both"]
+    assert (q.contained, q.contained_type) == ("both", "contained")  # the store answers them
+    assert ps.unknown == []
     assert parse("Patient", ("_contained", "false")).unknown == []
+    # the defaults (search.html#contained): no contained resources; containers returned
+    default = parse("Patient").query
+    assert (default.contained, default.contained_type) == ("false", "container")
 
 
 def test_count_defaults_and_cap() -> None:

@@ -310,12 +310,12 @@ def _result_param(
         if raw not in ("true", "false", "both"):
             raise _bad(name, f"{raw!r} is not one of true, false, both")
         out.contained = raw
-        if raw != "false":  # contained resources are not searched: said, not ignored
-            out.unknown.append(f"_contained={raw}")
+        q.contained = cast(Literal["false", "true", "both"], raw)
     elif code == "_containedType":
         if raw not in ("container", "contained"):
             raise _bad(name, f"{raw!r} is not one of container, contained")
         out.contained_type = raw
+        q.contained_type = cast(Literal["container", "contained"], raw)
     elif code == "_type" and q.type is None:
         out.types.extend(t.strip() for t in raw.split(",") if t.strip())
     else:

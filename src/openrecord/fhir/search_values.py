@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "CompositeValue",
+    "ContainedValue",
     "DateValue",
     "IndexEntry",
     "NumberValue",
@@ -84,6 +85,16 @@ class CompositeValue:
     components: tuple[SearchValue, ...]
 
 
+@dataclass(slots=True, unsafe_hash=True)
+class ContainedValue:
+    """The index of one contained resource (`fhir/search_contained.py`): its type, its id
+    within the container, and its own entries. Never a value of a search parameter."""
+
+    type: str
+    id: str
+    entries: tuple[IndexEntry, ...]
+
+
 SearchValue = (
     TokenValue
     | StringValue
@@ -93,6 +104,7 @@ SearchValue = (
     | ReferenceValue
     | UriValue
     | CompositeValue
+    | ContainedValue
 )
 
 

@@ -34,6 +34,7 @@ def searchset(
     previous_cursor: str | None,
     warnings: list[Issue],
     included: Sequence[tuple[StoredVersion, bytes]] = (),
+    fragments: Sequence[str] = (),
 ) -> dict[str, Any]:
     """`params` are the request's: `self` is the page served, `first` drops its position,
     `next`/`previous` carry keyset cursors (stable while others write), never offsets."""
@@ -53,13 +54,16 @@ def searchset(
             {"relation": "next", "url": page_link(self_url, unpositioned, _cursor=next_cursor)}
         )
     bundle["link"] = links
+    # `fragments`: a contained match's id; its fullUrl is the container's + `#id`
+    # (search.html#contained)
+    marks = [f"#{f}" if f else "" for f in fragments] or [""] * len(resources)
     entries: list[dict[str, Any]] = [
         {
-            "fullUrl": f"{base}/{r.type}/{r.id}",
+            "fullUrl": f"{base}/{r.type}/{r.id}{mark}",
             "resource": orjson.Fragment(body),
             "search": {"mode": "match"},
         }
-        for r, body in zip(resources, bodies, strict=True)
+        for r, body, mark in zip(resources, bodies, marks, strict=True)
     ]
     entries.extend(
         {

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from openrecord.fhir.outcome import FHIRError, Issue, operation_outcome
+from openrecord.fhir.search_contained import contained_body
 from openrecord.fhir.summary import SUMMARY_MODES, select_elements, summarize
 from openrecord.server.bundling import history_bundle, searchset
 from openrecord.server.capability import capability_statement
@@ -294,7 +295,12 @@ class FHIRApi:
             warnings.append(Issue("informational", result.explain, severity="information"))
         summary = parsed.summary
         resources = [] if summary == "count" else result.resources
-        bodies = [self.entry_body(r.data, summary, parsed.elements) for r in resources if r.data]
+        cids = result.contained_ids or ("",) * len(resources)
+        bodies = [
+            self.entry_body(contained_body(r.data, cid), summary, parsed.elements)
+            for r, cid in zip(resources, cids, strict=True)
+            if r.data
+        ]
         base = self.base_url(request)
         bundle = searchset(
             base=base,
@@ -306,6 +312,7 @@ class FHIRApi:
             next_cursor=result.next_cursor,
             previous_cursor=result.previous_cursor,
             warnings=warnings,
+            fragments=result.contained_ids,
             included=[
                 (r, self.entry_body(r.data, summary, parsed.elements))
                 for r in result.included
@@ -385,8 +392,15 @@ class FHIRApi:
             "type": "searchset",
             **({"total": result.total} if result.total is not None else {}),
             "entry": [
-                {"resource": orjson.Fragment(r.data), "search": {"mode": "match"}}
-                for r in result.resources
+                {
+                    "resource": orjson.Fragment(contained_body(r.data, cid)),
+                    "search": {"mode": "match"},
+                }
+                for r, cid in zip(
+                    result.resources,
+                    result.contained_ids or ("",) * len(result.resources),
+                    strict=True,
+                )
                 if r.data
             ],
         }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -20,22 +20,19 @@ import orjson
 from openrecord.fhir.definitions import Definitions, definitions
 from openrecord.fhir.outcome import FHIRError, Issue
 from openrecord.fhir.patch import apply_fhirpath_patch, apply_json_patch
-from openrecord.fhir.search_chain import chained_types
+from openrecord.fhir.search_contained import contained_entries
 from openrecord.fhir.search_index import IndexExtractor
-from openrecord.fhir.search_local import localize
-from openrecord.fhir.search_query import ParsedSearch, parse_search
+from openrecord.fhir.search_query import parse_search
 from openrecord.fhir.search_text import text_entries
 from openrecord.fhir.search_values import IndexEntry
 from openrecord.fhir.validation import validate_resource
 from openrecord.service import access
 from openrecord.service.clock import configured_timezone, instant, now_micros
 from openrecord.service.context import SecurityContext
-from openrecord.service.includes import find_included
-from openrecord.service.lists import list_conditions
 from openrecord.service.search_params import SearchParamRegistry
+from openrecord.service.searching import SearchResult, run_search
 from openrecord.store.base import (
     HistoryPage,
-    InvalidCursor,
     Method,
     Store,
     StoredVersion,
@@ -43,7 +40,7 @@ from openrecord.store.base import (
     VersionConflict,
     WriteTx,
 )
-from openrecord.store.query import CompartmentFilter, SearchQuery
+from openrecord.store.query import SearchQuery
 
 __all__ = ["Prepared", "RecordService", "SearchResult", "WriteResult"]
 
@@ -68,19 +65,6 @@ class Prepared:
     resource: dict[str, Any]
     index: list[IndexEntry]
     warnings: list[Issue] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class SearchResult:
-    resources: list[StoredVersion]
-    total: int | None
-    has_more: bool  # another page follows
-    parsed: ParsedSearch
-    included: list[StoredVersion] = field(default_factory=list)  # _include/_revinclude
-    unsupported: list[str] = field(default_factory=list)  # forms reported, not answered
-    next_cursor: str | None = None  # `_cursor` of the next page (None: this is the last)
-    previous_cursor: str | None = None
-    explain: str | None = None  # SQL and plan (debug setting; for the requester only)
 
 
 class RecordService:
@@ -168,85 +152,10 @@ class RecordService:
 
         `explain`: also return the page's SQL and query plan (a server debug setting).
         `base`: the server's base URL as the client sees it; absolute references under
-        it match local ones."""
-        access.check(ctx, "search", type)
-        if type is not None:
-            self.require_type(type)
-        self.params.sync()
-        params = list(params)
-        if type is None:
-            named = [
-                t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()
-            ]
-            for name in named:
-                self.require_type(name)
-            types = tuple(dict.fromkeys(named))
-            if len(types) == 1:
-                # One type: the search is that type's, with all its parameters.
-                type = types[0]
-            if types:
-                params = [(k, v) for k, v in params if k != "_type"]
-        else:
-            types = ()
-        lists = [v for k, v in params if k == "_list" and v]
-        if lists:
-            params = [(k, v) for k, v in params if k != "_list"]
-        parsed = parse_search(type, params, self.defs, self.tz, types=types if type is None else ())
-        query = parsed.query
-        if base:
-            query.conditions = localize(query.conditions, base)
-        for linked in sorted(chained_types(query.conditions)):
-            access.check(ctx, "search", linked)  # chains and _has read these types too
-        if lists:
-            access.check(ctx, "read", "List")
-            narrow = (type,) if type is not None else types or None
-            query.conditions += list_conditions(lists, self.store.read, self.defs, narrow)
-        if compartment is not None:
-            query.compartment = self.compartment_filter(compartment, type)
-        query.explain = explain
-        if parsed.summary == "count":  # the count was asked for, and no page
-            query.count = 0
-            query.total = not query.total_estimate
-        try:
-            page = self.store.search(query)
-        except InvalidCursor as err:
-            raise FHIRError.of(400, "invalid", str(err), "_cursor") from None
-        except UnsupportedSearch as err:
-            raise FHIRError.of(400, "not-supported", str(err)) from None
-        resources = page.resources
-        result = SearchResult(
-            resources,
-            page.total,
-            page.next_cursor is not None,
-            parsed,
-            next_cursor=page.next_cursor,
-            previous_cursor=page.previous_cursor,
-            explain=page.explain,
+        it match local ones. (service/searching.py)"""
+        return run_search(
+            self, ctx, type, params, compartment=compartment, explain=explain, base=base
         )
-        if parsed.summary == "count":
-            return result
-        included = find_included(ctx, resources, parsed, self.store, self.defs, self.indexer)
-        return replace(result, included=included.resources, unsupported=included.unsupported)
-
-    def compartment_filter(
-        self, compartment: tuple[str, str], type: str | None
-    ) -> CompartmentFilter:
-        """The official CompartmentDefinition's link parameters for `type`."""
-        kind, id = compartment
-        members = self.defs.compartments.get(kind)
-        if members is None:
-            raise FHIRError.of(
-                404,
-                "not-supported",
-                f"{kind} is not a compartment (R4 has {', '.join(sorted(self.defs.compartments))})",
-            )
-        if type is None:  # [compartment]/[id]/*: every member type
-            links = tuple((t, p) for t, params in members.items() for p in params)
-            return CompartmentFilter(kind, id, links)
-        params = members.get(type)
-        if params is None:
-            raise FHIRError.of(400, "invalid", f"{type} is not in the {kind} compartment")
-        return CompartmentFilter(kind, id, tuple((type, p) for p in params))
 
     # -- writes ------------------------------------------------------------------------
 
@@ -440,7 +349,10 @@ class RecordService:
         indexer = self.params.sync(max_age=_ENTRY_SYNC_SECONDS).indexer
         # versionId/lastUpdated are stamped later; no search parameter reads them. The
         # full-text entries (_text, _content) go last, where the store looks for them.
-        index = [*indexer.extract(body), *text_entries(body)]
+        index = indexer.extract(body)
+        if "contained" in body:  # each contained resource's index, kept apart by the store
+            index += contained_entries(body, indexer)
+        index += text_entries(body)
         return Prepared(body, index, [i for i in issues if i not in errors])
 
     def update_in(

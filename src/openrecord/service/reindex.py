@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from openrecord.fhir.search_contained import contained_entries
 from openrecord.fhir.search_text import text_entries
 from openrecord.fhir.search_values import IndexEntry
 from openrecord.service import access
@@ -88,7 +89,9 @@ def _flush(
     for v in versions:
         assert v.data is not None
         resource: dict[str, Any] = orjson.loads(v.data)
-        items.append((v, [*indexer.extract(resource), *text_entries(resource)]))
+        index = indexer.extract(resource)
+        index += contained_entries(resource, indexer)  # _contained (search_contained.py)
+        items.append((v, [*index, *text_entries(resource)]))
     with records.store.write() as tx:
         done = tx.reindex(items)
     report.reindexed.update(v.type for v in done)

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from openrecord.fhir.search_common import normalize_string
+from openrecord.fhir.search_contained import CONTAINED, split_contained_entries
 from openrecord.fhir.search_text import split_text_entries
 from openrecord.fhir.search_values import (
     CompositeValue,
@@ -56,6 +57,8 @@ INDEX_TABLES: dict[str, tuple[str, ...]] = {
     "idx_quantity": ("rid", "n", "pid", "value", "lo", "hi", "system", "code", "unit"),
     "idx_reference": ("rid", "n", "pid", "ref_type", "ref_id", "url", "version"),
     "idx_uri": ("rid", "n", "pid", "value"),
+    # one row per contained resource: its index rows are the container's n_lo..n_hi
+    "idx_contained": ("rid", "cid", "type", "n_lo", "n_hi"),
 }
 
 KIND_OF: dict[type[Any], str] = {
@@ -108,6 +111,7 @@ class IndexRows:
         self.quantity: list[Row] = []
         self.reference: list[Row] = []
         self.uri: list[Row] = []
+        self.contained: list[Row] = []
         # (rid, narrative words, content words) for the full-text tables, one per
         # resource whose index carried them (fhir/search_text.py); the backend writes them
         self.text: list[Row] = []
@@ -406,16 +410,22 @@ class BufferedTx(WriteTx):
 
     def index_rows(
         self, rows: IndexRows, rid: int, rtype: str, index: Sequence[IndexEntry], base: int = 0
-    ) -> None:
+    ) -> int:
         """The hot loop of ingest: one tuple per index entry, no per-row calls if avoidable.
 
         A composite value is written as its components, each a row of its own kind's
         table under `code$i`, after the ordinary entries (from n = `base`) and with
         consecutive `n` per instance: a search finds component i at n + i.
+        Each contained resource's entries follow as one block of consecutive `n` under
+        `#Type` parameters (so no top-level search sees them), recorded in
+        idx_contained. Returns the next free `n`.
         """
         index, text = split_text_entries(index)
         if text is not None:
             rows.text.append((rid, *text))
+        blocks = None
+        if index and index[-1].param == CONTAINED:
+            index, blocks = split_contained_entries(index)
         pids = self.store.pids.get(rtype, {})
         hashes, texts = TOKEN_HASHES, TEXTS
         tok, string, date, ref = rows.token, rows.string, rows.date, rows.reference
@@ -449,5 +459,13 @@ class BufferedTx(WriteTx):
                 parts.extend(map(IndexEntry, component_codes(e.param, len(comps)), comps))
             else:
                 raise TypeError(f"not a search value: {v!r}")
+        end = base + len(index)
         if parts:
-            self.index_rows(rows, rid, rtype, parts, len(index))
+            end = self.index_rows(rows, rid, rtype, parts, end)
+        if blocks:
+            for b in blocks:
+                # at least one n per block, even an empty one: n_lo stays unique
+                after = max(self.index_rows(rows, rid, "#" + b.type, b.entries, end), end + 1)
+                rows.contained.append((rid, b.id, b.type, end, after - 1))
+                end = after
+        return end

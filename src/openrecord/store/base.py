@@ -60,6 +60,9 @@ class SearchPage:
     next_cursor: str | None = None  # opaque `_cursor` of the following page; None: last
     previous_cursor: str | None = None  # of the page before; None: first (or unknown)
     explain: str | None = None  # SQL and plan, when the query asked (debug setting)
+    # `_containedType=contained`: per resource, the id of the contained resource that
+    # matched inside it ("" for a top-level match); empty otherwise
+    contained_ids: tuple[str, ...] = ()
 
 
 class UnsupportedSearch(ValueError):

@@ -86,6 +86,13 @@ _TYPES.update(
             ("version", "text"),
         ),
         "idx_uri": (*_K, ("value", "text")),
+        "idx_contained": (
+            ("rid", "bigint"),
+            ("cid", "text"),
+            ("type", "text"),
+            ("n_lo", "int"),
+            ("n_hi", "int"),
+        ),
     }
 )
 _FLOAT_COLUMNS = {"idx_number": (3, 4, 5), "idx_quantity": (3, 4, 5)}

@@ -172,6 +172,13 @@ class SearchQuery:
     explain: bool = False  # return the page's SQL and plan (server debug setting only)
     compartment: CompartmentFilter | None = None
     types: tuple[str, ...] = ()  # with type None: only these types (`_type=A,B`)
+    # `_contained`: "false" (top-level resources only), "true" (contained ones only),
+    # "both"; `_containedType`: "container" (return the containers) or "contained"
+    contained: Literal["false", "true", "both"] = "false"
+    contained_type: Literal["container", "contained"] = "container"
+    # the server's base URL as the client sees it: a local reference criterion then
+    # matches relative references and absolute ones under it, not other servers'
+    base: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

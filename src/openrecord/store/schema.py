@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMPOSITE_MIGRATION",
+    "CONTAINED_MIGRATION",
     "POSTGRES_MIGRATIONS",
     "SQLITE_MIGRATIONS",
     "TEXT_MIGRATION",
@@ -39,6 +40,10 @@ COMPOSITE_MIGRATION = (
 )
 
 TEXT_MIGRATION = "full-text search (_text, _content); resources written before need a reindex"
+
+CONTAINED_MIGRATION = (
+    "contained resources indexed (_contained); resources written before need a reindex"
+)
 
 # pg_advisory_xact_lock key for migrations: outside the int4 range of hashtext(),
 # so it never collides with WriteTx.lock() keys.
@@ -186,6 +191,21 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             "words, tokenize = 'ascii', detail = none, columnsize = 0)",
         ),
     ),
+    # Contained resources (_contained): each one's index rows are the container's
+    # rows n_lo..n_hi, under `#Type` parameters; a row here names the block. Resources
+    # written before this migration have no such rows until they are reindexed.
+    Migration(
+        4,
+        CONTAINED_MIGRATION,
+        (
+            """CREATE TABLE idx_contained (
+                rid INTEGER NOT NULL, cid TEXT NOT NULL, type TEXT NOT NULL,
+                n_lo INTEGER NOT NULL, n_hi INTEGER NOT NULL,
+                PRIMARY KEY (rid, n_lo)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX idx_contained_type ON idx_contained (type, rid)",
+        ),
+    ),
 )
 
 # Text columns that are compared or indexed use the "C" collation: byte order equals
@@ -329,6 +349,20 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX search_text_narrative ON search_text USING gin (narrative)",
             "CREATE INDEX search_text_content ON search_text USING gin (content)",
+        ),
+    ),
+    # Contained resources (_contained): see the SQLite migration 4.
+    Migration(
+        4,
+        CONTAINED_MIGRATION,
+        (
+            """CREATE TABLE idx_contained (
+                rid bigint NOT NULL, cid text COLLATE "C" NOT NULL,
+                type text COLLATE "C" NOT NULL,
+                n_lo integer NOT NULL, n_hi integer NOT NULL,
+                PRIMARY KEY (rid, n_lo)
+            )""",
+            "CREATE INDEX idx_contained_type ON idx_contained (type, rid)",
         ),
     ),
 )

@@ -42,6 +42,8 @@ class Scope:
     types: tuple[str, ...] | None
     alias: str = "r"
     depth: int = 0
+    # `c`, a row of idx_contained: the contained resources' `#Type` rows (sql_contained.py)
+    contained: bool = False
 
     def nested(self, types: tuple[str, ...], prefix: str) -> Scope:
         """The scope one hop further, its alias named by `prefix` and the new depth."""

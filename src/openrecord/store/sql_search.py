@@ -48,6 +48,8 @@ from openrecord.store.query import (
 )
 from openrecord.store.sql_chain import Scope, chained_condition
 from openrecord.store.sql_composite import composite_condition
+from openrecord.store.sql_contained import contained_condition, run_contained
+from openrecord.store.sql_modifiers import presence
 from openrecord.store.sql_paging import SortColumn, run_page
 from openrecord.store.sql_plan import driver
 from openrecord.store.sql_text import TEXT_COLUMNS, text_condition
@@ -268,7 +270,9 @@ class _Builder:
         types' pids when they are any type; None: no such parameter was ever indexed."""
         types = (scope or self.root).types
         if types is None:
-            return f"{col} IN (SELECT pid FROM search_param WHERE code = ?)", [code]
+            # `#Type` rows index contained resources: only _contained searches see them
+            sub = "SELECT pid FROM search_param WHERE code = ? AND substr(type, 1, 1) <> '#'"
+            return f"{col} IN ({sub})", [code]
         pids = [pid for t in types if (pid := self.resolve_pid(t, code)) is not None]
         if not pids:
             return None
@@ -314,6 +318,8 @@ class _Builder:
         """`c` on the resources of `scope` (default: the searched ones, `r`). `check`: as
         a correlated EXISTS on the candidate's own rows, not a set to drive from."""
         scope = scope or self.root
+        if scope.contained:
+            return contained_condition(self, c, scope)  # _contained (sql_contained.py)
         if not isinstance(c, Condition):
             return chained_condition(self, c, scope, check=check)  # chains, _has (sql_chain.py)
         a = scope.alias
@@ -333,20 +339,16 @@ class _Builder:
             return composite_condition(c, scoped_pid, self.match, TABLE_OF_KIND, f"{a}.rid")
         table = self.table_of(c)
         pid = self.pid_filter(c.param, scope=scope)
-        if c.missing is not None or c.modifier == "missing":
-            if c.missing is None:
-                raise UnsupportedSearch(f"{c.param}:missing needs true or false")
+        missing, negate = presence(c)
+        if missing is not None:
             if pid is None:
-                return TRUE if c.missing else FALSE
-            op = "NOT IN" if c.missing else "IN"
+                return TRUE if missing else FALSE
+            op = "NOT IN" if missing else "IN"
             sub = f"SELECT rid FROM {table} WHERE {pid[0]}"
             if c.kind == "reference":  # a Reference with only an identifier is present too
                 sub += f" UNION ALL SELECT rid FROM idx_token WHERE {pid[0]}"
                 return f"{a}.rid {op} ({sub})", pid[1] * 2
             return f"{a}.rid {op} ({sub})", pid[1]
-        negate = c.modifier == "not"
-        if negate and c.kind != "token":
-            raise UnsupportedSearch(f"modifier :not is not supported on {c.kind} parameters")
         values = self.values_of(c)
         if pid is None or values is None:
             return TRUE if negate else FALSE
@@ -496,9 +498,19 @@ class _Builder:
             return "url = ?", [url]
         if v.id is None:
             return None
+        rid = v.id[:MAX_KEY_CHARS]
+        base = self.query.base
+        if base is None:  # no base known (internal searches): any reference to Type/id
+            if rtype is not None:
+                return "ref_id = ? AND ref_type = ?", [rid, rtype]
+            return "ref_id = ?", [rid]
+        # local: a relative reference, or an absolute one to this server's own base;
+        # `https://other.org/fhir/Patient/1` is another server's patient
         if rtype is not None:
-            return "ref_id = ? AND ref_type = ?", [v.id[:MAX_KEY_CHARS], rtype]
-        return "ref_id = ?", [v.id[:MAX_KEY_CHARS]]
+            own = f"{base.rstrip('/')}/{rtype}/{v.id}"
+            return "ref_id = ? AND ref_type = ? AND (url IS NULL OR url = ?)", [rid, rtype, own]
+        own_sql = f"{self.dialect.text_param} || ref_type || '/' || ref_id"
+        return f"ref_id = ? AND (url IS NULL OR url = {own_sql})", [rid, base.rstrip("/") + "/"]
 
     def uri(self, v: UriCriterion, modifier: str | None, col: str = "value") -> Frag:
         if modifier is None:
@@ -563,6 +575,10 @@ def to_version(row: tuple[Any, ...]) -> StoredVersion:
 def run_search(
     fetch: Fetch, query: SearchQuery, dialect: Dialect, resolve_pid: PidResolver
 ) -> SearchPage:
+    if query.contained != "false":  # _contained=true|both (sql_contained.py)
+        builder = _Builder(query, dialect, resolve_pid)
+        return run_contained(fetch, query, builder, SELECT_COLUMNS, to_version)
+
     def probe(sql: str, params: list[Any]) -> int:
         return int(fetch(sql, params)[0][0])
 

@@ -130,8 +130,18 @@ class SqliteStore(SqlStore):
         if sys.platform != "win32":
             self._writer_fd = os.open(self.path + ".writer", os.O_RDWR | os.O_CREAT, 0o600)
         conn = self.connection()
-        conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
-        migrate_sqlite(conn)
+        # Switching a new file to WAL needs an exclusive lock, and SQLite answers
+        # "database is locked" at once rather than wait when two connections race
+        # for it: stores opening together (worker processes, threads) take turns on
+        # the writers' file lock for the switch and the migrations.
+        if self._writer_fd is not None:
+            fcntl.flock(self._writer_fd, fcntl.LOCK_EX)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # persistent: stored in the file
+            migrate_sqlite(conn)
+        finally:
+            if self._writer_fd is not None:
+                fcntl.flock(self._writer_fd, fcntl.LOCK_UN)
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection (autocommit: transactions are explicit)."""

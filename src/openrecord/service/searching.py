@@ -1,0 +1,145 @@
+"""Search through the record service: parameters to a store query, a page, and the
+resources it includes (search.html). `RecordService.search` is the way in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+from openrecord.fhir.definitions import Definitions
+from openrecord.fhir.outcome import FHIRError
+from openrecord.fhir.search_chain import chained_types
+from openrecord.fhir.search_local import localize
+from openrecord.fhir.search_query import ParsedSearch, parse_search
+from openrecord.service import access
+from openrecord.service.context import SecurityContext
+from openrecord.service.includes import find_included
+from openrecord.service.lists import list_conditions
+from openrecord.store.base import InvalidCursor, StoredVersion, UnsupportedSearch
+from openrecord.store.query import CompartmentFilter
+
+if TYPE_CHECKING:
+    from openrecord.service.records import RecordService
+
+__all__ = ["SearchResult", "compartment_filter", "run_search"]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    resources: list[StoredVersion]
+    total: int | None
+    has_more: bool  # another page follows
+    parsed: ParsedSearch
+    included: list[StoredVersion] = field(default_factory=list)  # _include/_revinclude
+    unsupported: list[str] = field(default_factory=list)  # forms reported, not answered
+    next_cursor: str | None = None  # `_cursor` of the next page (None: this is the last)
+    previous_cursor: str | None = None
+    explain: str | None = None  # SQL and plan (debug setting; for the requester only)
+    # `_containedType=contained`: per resource, the contained id that matched ("": the
+    # resource itself); empty for other searches (search_contained.contained_body)
+    contained_ids: tuple[str, ...] = ()
+
+
+def run_search(
+    records: RecordService,
+    ctx: SecurityContext,
+    type: str | None,
+    params: Sequence[tuple[str, str]],
+    *,
+    compartment: tuple[str, str] | None = None,
+    explain: bool = False,
+    base: str | None = None,
+) -> SearchResult:
+    """Search `type` (None: all types); `compartment` = (type, id), e.g. Patient/123.
+
+    `explain`: also return the page's SQL and query plan (a server debug setting).
+    `base`: the server's base URL as the client sees it; absolute references under
+    it match local ones."""
+    access.check(ctx, "search", type)
+    if type is not None:
+        records.require_type(type)
+    records.params.sync()
+    params = list(params)
+    if type is None:
+        named = [t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()]
+        for name in named:
+            records.require_type(name)
+        types = tuple(dict.fromkeys(named))
+        if len(types) == 1:
+            # One type: the search is that type's, with all its parameters.
+            type = types[0]
+        if types:
+            params = [(k, v) for k, v in params if k != "_type"]
+    else:
+        types = ()
+    lists = [v for k, v in params if k == "_list" and v]
+    if lists:
+        params = [(k, v) for k, v in params if k != "_list"]
+    parsed = parse_search(
+        type, params, records.defs, records.tz, types=types if type is None else ()
+    )
+    query = parsed.query
+    if base:
+        query.conditions = localize(query.conditions, base)
+        query.base = base
+    for linked in sorted(chained_types(query.conditions)):
+        access.check(ctx, "search", linked)  # chains and _has read these types too
+    if lists:
+        access.check(ctx, "read", "List")
+        narrow = (type,) if type is not None else types or None
+        query.conditions += list_conditions(lists, records.store.read, records.defs, narrow)
+    if compartment is not None:
+        query.compartment = compartment_filter(records.defs, compartment, type)
+    query.explain = explain
+    if query.contained != "false" and (
+        parsed.include or parsed.revinclude or parsed.include_iterate or parsed.revinclude_iterate
+    ):
+        raise FHIRError.of(
+            400, "not-supported", "_include and _revinclude are not supported with _contained"
+        )
+    if parsed.summary == "count":  # the count was asked for, and no page
+        query.count = 0
+        query.total = not query.total_estimate
+    try:
+        page = records.store.search(query)
+    except InvalidCursor as err:
+        raise FHIRError.of(400, "invalid", str(err), "_cursor") from None
+    except UnsupportedSearch as err:
+        raise FHIRError.of(400, "not-supported", str(err)) from None
+    resources = page.resources
+    result = SearchResult(
+        resources,
+        page.total,
+        page.next_cursor is not None,
+        parsed,
+        next_cursor=page.next_cursor,
+        previous_cursor=page.previous_cursor,
+        explain=page.explain,
+        contained_ids=page.contained_ids,
+    )
+    if parsed.summary == "count":
+        return result
+    included = find_included(ctx, resources, parsed, records.store, records.defs, records.indexer)
+    return replace(result, included=included.resources, unsupported=included.unsupported)
+
+
+def compartment_filter(
+    defs: Definitions, compartment: tuple[str, str], type: str | None
+) -> CompartmentFilter:
+    """The official CompartmentDefinition's link parameters for `type`."""
+    kind, id = compartment
+    members = defs.compartments.get(kind)
+    if members is None:
+        raise FHIRError.of(
+            404,
+            "not-supported",
+            f"{kind} is not a compartment (R4 has {', '.join(sorted(defs.compartments))})",
+        )
+    if type is None:  # [compartment]/[id]/*: every member type
+        links = tuple((t, p) for t, params in members.items() for p in params)
+        return CompartmentFilter(kind, id, links)
+    params = members.get(type)
+    if params is None:
+        raise FHIRError.of(400, "invalid", f"{type} is not in the {kind} compartment")
+    return CompartmentFilter(kind, id, tuple((type, p) for p in params))

@@ -1,0 +1,42 @@
+"""Which stored references a reference search matches (search.html#reference): a local
+criterion finds relative references and absolute ones under this server's base, never
+another server's resource that happens to share the type and id."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+
+
+def test_local_criteria_do_not_match_other_servers(client: httpx.Client) -> None:
+    pid = uuid.uuid4().hex
+    base = str(client.base_url).rstrip("/")
+    tag = uuid.uuid4().hex
+
+    def observation(reference: str) -> str:
+        body = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "urn:test:refs", "code": tag}]},
+            "subject": {"reference": reference},
+        }
+        r = client.post("/Observation", json=body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    relative = observation(f"Patient/{pid}")
+    own = observation(f"{base}/Patient/{pid}")
+    other = observation(f"https://other.example.org/fhir/Patient/{pid}")
+
+    def found(value: str, name: str = "subject") -> list[str]:
+        bundle = client.get(
+            "/Observation", params={name: value, "code": f"urn:test:refs|{tag}"}
+        ).json()
+        return sorted(e["resource"]["id"] for e in bundle.get("entry", []))
+
+    assert found(f"Patient/{pid}") == sorted([relative, own])
+    assert found(pid, "subject:Patient") == sorted([relative, own])
+    assert found(pid) == sorted([relative, own])  # any type: still only local ones
+    assert found(f"{base}/Patient/{pid}") == sorted([relative, own])
+    assert found(f"https://other.example.org/fhir/Patient/{pid}") == [other]
