@@ -319,3 +319,40 @@ def test_contained_resources_without_search_values(client: httpx.Client) -> None
     )
     mine = {**params, "_id": "b0,b2", "_containedType": "container"}
     assert ("MedicationRequest", mr) in matches(search(client, "/Medication", mine))
+
+
+def test_chains_look_inside_contained_resources(client: httpx.Client) -> None:
+    """search.html#contained: `MedicationRequest?medication.code=…` finds a request
+    whose medication is a contained one — a chain is evaluated inside it."""
+    sys = system()
+    inside = create(client, prescription(medication("m1", sys, "abc")))
+    other = create(client, prescription(medication("m1", sys, "xyz")))
+    top_level = medication("unused", sys, "abc")
+    del top_level["id"]  # a stored Medication, not a contained one
+    stored = create(client, top_level)
+    by_reference = create(
+        client,
+        {
+            "resourceType": "MedicationRequest",
+            "status": "active",
+            "intent": "order",
+            "subject": {"reference": "Patient/example"},
+            "medicationReference": {"reference": f"Medication/{stored}"},
+        },
+    )
+
+    def ids(value: str, name: str = "medication.code") -> set[str]:
+        bundle = search(client, "/MedicationRequest", {name: value})
+        return {e["resource"]["id"] for e in bundle.get("entry", [])}
+
+    # both the stored Medication and the contained one count; xyz matches neither
+    assert ids(f"{sys}|abc") == {inside, by_reference}
+    assert ids(f"{sys}|xyz") == {other}
+    assert ids(f"{sys}|abc", "medication:Medication.code") == {inside, by_reference}
+    # AND with an ordinary parameter: the chain is a check on the other's candidates
+    both = search(
+        client,
+        "/MedicationRequest",
+        {"medication.code": f"{sys}|abc", "_id": inside},
+    )
+    assert [e["resource"]["id"] for e in both["entry"]] == [inside]

@@ -148,11 +148,7 @@ class RecordService:
         explain: bool = False,
         base: str | None = None,
     ) -> SearchResult:
-        """Search `type` (None: all types); `compartment` = (type, id), e.g. Patient/123.
-
-        `explain`: also return the page's SQL and query plan (a server debug setting).
-        `base`: the server's base URL as the client sees it; absolute references under
-        it match local ones. (service/searching.py)"""
+        """Search `type` (None: all types): see `searching.run_search`."""
         return run_search(
             self, ctx, type, params, compartment=compartment, explain=explain, base=base
         )

@@ -95,30 +95,68 @@ def chained_condition(
 
 
 def _chain(b: ChainBuilder, c: ChainCondition, scope: Scope, check: bool) -> Frag:
-    """`scope`'s resources whose `c.param` refers to a live target matching `c.inner`."""
+    """`scope`'s resources whose `c.param` refers to a live target matching `c.inner`,
+    or to one of their own contained resources matching it (`_inside`)."""
     if not c.target_types:
         return _FALSE
     target = scope.nested(c.target_types, "t")
     x, t = f"x{target.depth}", target.alias
     pid = b.pid_filter(c.param, f"+{x}.pid" if check else f"{x}.pid", scope)
-    if pid is None:
-        return _FALSE  # no resource has ever had a value for the reference
-    inner = b.condition(c.inner, target)
-    if inner[0] == _FALSE[0]:
-        return _FALSE  # no target can match: skip the subquery
+    inside = _inside(b, c, scope)
+    inner = b.condition(c.inner, target) if pid is not None else _FALSE
+    if inner[0] == _FALSE[0] or pid is None:  # no stored target can match
+        if inside is None:
+            return _FALSE
+        return f"{scope.alias}.rid IN ({inside[0]})", inside[1]
     types = _in(f"{t}.type", c.target_types)
     targets = (
         f"({x}.ref_id, {x}.ref_type) IN (SELECT {t}.id, {t}.type FROM resource {t}"
         f" WHERE {types[0]} AND {t}.deleted = {b.false} AND {inner[0]})"
     )
+    params = [*pid[1], *types[1], *inner[1]]
     if check:  # the candidate's own reference rows, by its (rid, n) key
         sql = (
             f"EXISTS (SELECT 1 FROM idx_reference {x} WHERE {x}.rid = {scope.alias}.rid"
             f" AND {pid[0]} AND {targets})"
         )
-    else:
-        sql = f"{scope.alias}.rid IN (SELECT {x}.rid FROM idx_reference {x} WHERE {pid[0]} AND {targets})"
-    return sql, [*pid[1], *types[1], *inner[1]]
+        if inside is not None:
+            sql = f"({sql} OR {scope.alias}.rid IN ({inside[0]}))"
+            params += inside[1]
+        return sql, params
+    rows = f"SELECT {x}.rid FROM idx_reference {x} WHERE {pid[0]} AND {targets}"
+    if inside is not None:
+        rows = f"{rows} UNION {inside[0]}"
+        params += inside[1]
+    return f"{scope.alias}.rid IN ({rows})", params
+
+
+def _inside(b: ChainBuilder, c: ChainCondition, scope: Scope) -> Frag | None:
+    """Rids of resources whose `c.param` is a `#id` reference to one of their own
+    contained resources of a target type for which `c.inner` holds: chained
+    parameters are evaluated inside contained resources (search.html#contained).
+    None when nothing contained can match, or when the inner condition is one a
+    contained resource cannot answer (a further chain, `_has`)."""
+    if scope.contained:
+        return None
+    depth = scope.depth + 1
+    k, y = f"k{depth}", f"y{depth}"
+    kinds = tuple("#" + t for t in c.target_types)
+    pid = b.pid_filter(c.param, f"{y}.pid", scope)
+    if pid is None:
+        return None  # the reference was never indexed
+    try:
+        inner = b.condition(c.inner, Scope(kinds, k, depth, contained=True))
+    except UnsupportedSearch:
+        return None
+    if inner[0] == _FALSE[0]:
+        return None
+    types = _in(f"{k}.type", c.target_types)
+    sql = (
+        f"SELECT {k}.rid FROM idx_contained {k} JOIN idx_reference {y} ON {y}.rid = {k}.rid"
+        f" AND {y}.ref_type = {k}.type AND {y}.ref_id = '#' || {k}.cid"
+        f" WHERE {types[0]} AND {pid[0]} AND {inner[0]}"
+    )
+    return sql, [*types[1], *pid[1], *inner[1]]
 
 
 def _has(b: ChainBuilder, c: HasCondition, scope: Scope, check: bool) -> Frag:
