@@ -40,3 +40,30 @@ def test_local_criteria_do_not_match_other_servers(client: httpx.Client) -> None
     assert found(pid) == sorted([relative, own])  # any type: still only local ones
     assert found(f"{base}/Patient/{pid}") == sorted([relative, own])
     assert found(f"https://other.example.org/fhir/Patient/{pid}") == [other]
+
+
+def test_chains_follow_only_local_references(client: httpx.Client) -> None:
+    family = f"Fam{uuid.uuid4().hex[:10]}"
+    created = client.post(
+        "/Patient", json={"resourceType": "Patient", "name": [{"family": family}]}
+    )
+    pid = created.json()["id"]
+    base = str(client.base_url).rstrip("/")
+
+    def observation(reference: str) -> str:
+        body = {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "x"},
+            "subject": {"reference": reference},
+        }
+        r = client.post("/Observation", json=body)
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
+    relative = observation(f"Patient/{pid}")
+    own = observation(f"{base}/Patient/{pid}")
+    observation(f"https://other.example.org/fhir/Patient/{pid}")  # not our patient
+    for name in ("subject:Patient.name", "subject.name", "patient.name"):
+        bundle = client.get("/Observation", params={name: family}).json()
+        assert sorted(e["resource"]["id"] for e in bundle["entry"]) == sorted([relative, own])

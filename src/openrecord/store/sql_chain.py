@@ -65,6 +65,8 @@ class ChainBuilder(Protocol):
         self, code: str, col: str = "pid", scope: Scope | None = None
     ) -> Frag | None: ...
 
+    def local_only(self, alias: str = "") -> Frag: ...
+
 
 def _in(col: str, values: tuple[str, ...]) -> Frag:
     if len(values) == 1:
@@ -109,11 +111,12 @@ def _chain(b: ChainBuilder, c: ChainCondition, scope: Scope, check: bool) -> Fra
             return _FALSE
         return f"{scope.alias}.rid IN ({inside[0]})", inside[1]
     types = _in(f"{t}.type", c.target_types)
+    local = b.local_only(x)  # not another server's resource with the same Type/id
     targets = (
-        f"({x}.ref_id, {x}.ref_type) IN (SELECT {t}.id, {t}.type FROM resource {t}"
-        f" WHERE {types[0]} AND {t}.deleted = {b.false} AND {inner[0]})"
+        f"{local[0]} AND ({x}.ref_id, {x}.ref_type) IN (SELECT {t}.id, {t}.type FROM"
+        f" resource {t} WHERE {types[0]} AND {t}.deleted = {b.false} AND {inner[0]})"
     )
-    params = [*pid[1], *types[1], *inner[1]]
+    params = [*pid[1], *local[1], *types[1], *inner[1]]
     if check:  # the candidate's own reference rows, by its (rid, n) key
         sql = (
             f"EXISTS (SELECT 1 FROM idx_reference {x} WHERE {x}.rid = {scope.alias}.rid"

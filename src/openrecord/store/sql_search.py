@@ -509,8 +509,17 @@ class _Builder:
         if rtype is not None:
             own = f"{base.rstrip('/')}/{rtype}/{v.id}"
             return "ref_id = ? AND ref_type = ? AND (url IS NULL OR url = ?)", [rid, rtype, own]
-        own_sql = f"{self.dialect.text_param} || ref_type || '/' || ref_id"
-        return f"ref_id = ? AND (url IS NULL OR url = {own_sql})", [rid, base.rstrip("/") + "/"]
+        local = self.local_only()
+        return f"ref_id = ? AND {local[0]}", [rid, *local[1]]
+
+    def local_only(self, alias: str = "") -> Frag:
+        """Rows of idx_reference (as `alias`, or unqualified) that refer to this server:
+        relative, or absolute under its base (when the base is known; otherwise any)."""
+        if self.query.base is None:
+            return TRUE
+        a = f"{alias}." if alias else ""
+        own = f"{self.dialect.text_param} || {a}ref_type || '/' || {a}ref_id"
+        return f"({a}url IS NULL OR {a}url = {own})", [self.query.base.rstrip("/") + "/"]
 
     def uri(self, v: UriCriterion, modifier: str | None, col: str = "value") -> Frag:
         if modifier is None:
