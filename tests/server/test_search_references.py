@@ -8,13 +8,15 @@ import uuid
 
 import httpx
 
+OTHER = "https://other.example.org/fhir"
 
-def test_local_criteria_do_not_match_other_servers(client: httpx.Client) -> None:
-    pid = uuid.uuid4().hex
+
+def observations(client: httpx.Client, pid: str, tag: str) -> tuple[str, str, str]:
+    """Observations whose subject is Patient/`pid` written three ways: relative,
+    absolute under this server's base, and absolute on another server."""
     base = str(client.base_url).rstrip("/")
-    tag = uuid.uuid4().hex
-
-    def observation(reference: str) -> str:
+    ids = []
+    for reference in (f"Patient/{pid}", f"{base}/Patient/{pid}", f"{OTHER}/Patient/{pid}"):
         body = {
             "resourceType": "Observation",
             "status": "final",
@@ -23,11 +25,14 @@ def test_local_criteria_do_not_match_other_servers(client: httpx.Client) -> None
         }
         r = client.post("/Observation", json=body)
         assert r.status_code == 201, r.text
-        return str(r.json()["id"])
+        ids.append(str(r.json()["id"]))
+    return ids[0], ids[1], ids[2]
 
-    relative = observation(f"Patient/{pid}")
-    own = observation(f"{base}/Patient/{pid}")
-    other = observation(f"https://other.example.org/fhir/Patient/{pid}")
+
+def test_local_criteria_do_not_match_other_servers(client: httpx.Client) -> None:
+    pid, tag = uuid.uuid4().hex, uuid.uuid4().hex
+    base = str(client.base_url).rstrip("/")
+    relative, own, other = observations(client, pid, tag)
 
     def found(value: str, name: str = "subject") -> list[str]:
         bundle = client.get(
@@ -39,7 +44,7 @@ def test_local_criteria_do_not_match_other_servers(client: httpx.Client) -> None
     assert found(pid, "subject:Patient") == sorted([relative, own])
     assert found(pid) == sorted([relative, own])  # any type: still only local ones
     assert found(f"{base}/Patient/{pid}") == sorted([relative, own])
-    assert found(f"https://other.example.org/fhir/Patient/{pid}") == [other]
+    assert found(f"{OTHER}/Patient/{pid}") == [other]
 
 
 def test_chains_follow_only_local_references(client: httpx.Client) -> None:
@@ -47,23 +52,7 @@ def test_chains_follow_only_local_references(client: httpx.Client) -> None:
     created = client.post(
         "/Patient", json={"resourceType": "Patient", "name": [{"family": family}]}
     )
-    pid = created.json()["id"]
-    base = str(client.base_url).rstrip("/")
-
-    def observation(reference: str) -> str:
-        body = {
-            "resourceType": "Observation",
-            "status": "final",
-            "code": {"text": "x"},
-            "subject": {"reference": reference},
-        }
-        r = client.post("/Observation", json=body)
-        assert r.status_code == 201, r.text
-        return str(r.json()["id"])
-
-    relative = observation(f"Patient/{pid}")
-    own = observation(f"{base}/Patient/{pid}")
-    observation(f"https://other.example.org/fhir/Patient/{pid}")  # not our patient
+    relative, own, _ = observations(client, created.json()["id"], uuid.uuid4().hex)
     for name in ("subject:Patient.name", "subject.name", "patient.name"):
         bundle = client.get("/Observation", params={name: family}).json()
         assert sorted(e["resource"]["id"] for e in bundle["entry"]) == sorted([relative, own])
