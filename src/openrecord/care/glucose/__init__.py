@@ -1,0 +1,3 @@
+"""Continuous glucose monitoring: readings, vendor-export importers, consensus metrics."""
+
+__all__: list[str] = []
