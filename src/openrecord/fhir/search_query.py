@@ -26,6 +26,7 @@ from openrecord.fhir.search_common import (
     parse_reference,
 )
 from openrecord.fhir.search_composite import component_defs, parse_composite
+from openrecord.fhir.search_terminology import TERMINOLOGY_MODIFIERS, terminology_codes
 from openrecord.fhir.search_text import TEXT_PARAMS, words
 from openrecord.store.query import (
     Condition,
@@ -338,6 +339,13 @@ def _condition(
         if raw not in ("true", "false"):
             raise _bad(name, f":missing takes true or false, not {raw!r}")
         return Condition(code, k, (), "missing", raw == "true")
+    if kind == "token" and modifier in TERMINOLOGY_MODIFIERS:
+        given = [_unescape(p) for p in split_values(raw) if p]
+        if not given:
+            raise _bad(name, "no value")
+        pairs = terminology_codes(name, modifier, given)
+        negated = "not" if modifier == "not-in" else None
+        return Condition(code, k, tuple(TokenCriterion(s, c) for s, c in pairs), negated)
     if modifier is not None and modifier not in _MODIFIERS[kind]:
         is_type = kind == "reference" and modifier in defs.resource_types
         if not is_type:

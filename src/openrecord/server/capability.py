@@ -8,6 +8,7 @@ from openrecord import __version__
 from openrecord.fhir.definitions import Definitions
 from openrecord.fhir.search_composite import component_defs
 from openrecord.fhir.search_text import TEXT_PARAMS, TEXT_RULE
+from openrecord.server.terminology import OPERATION_BASE, TERMINOLOGY_OPERATIONS
 
 __all__ = ["SEARCHABLE_KINDS", "capability_statement"]
 
@@ -82,6 +83,11 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
                         "name": "validate",
                         "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
                     }
+                ]
+                + [
+                    {"name": op.lstrip("$"), "definition": OPERATION_BASE + definition}
+                    for (on_type, op), definition in TERMINOLOGY_OPERATIONS.items()
+                    if on_type == type_name
                 ],
             }
         )

@@ -34,6 +34,12 @@ from openrecord.server.http import (
     read_json_body,
     wants_pretty,
 )
+from openrecord.server.terminology import (
+    TERMINOLOGY_OPERATIONS,
+    expand_stored,
+    operation_input,
+    run_operation,
+)
 from openrecord.service.bundles import BundleProcessor, EntryUrl
 from openrecord.service.clock import from_http_date, http_date, instant, now_micros, parse_instant
 from openrecord.service.context import SecurityContext
@@ -133,6 +139,8 @@ class FHIRApi:
                 return await self.reindex(request, ctx, type)
             if n == 2 and second == "$validate" and method == "POST":
                 return await self.validate(request, ctx, type, None)
+            if n == 2 and (type, second) in TERMINOLOGY_OPERATIONS and method in ("GET", "POST"):
+                return await self.terminology(request, type, second)
             if n == 2 and not second.startswith(("_", "$")):
                 return await self.instance_level(request, ctx, type, second)
             if n == 3 and parts[2] == "_history" and method == "GET":
@@ -141,6 +149,8 @@ class FHIRApi:
                 return await self.validate(request, ctx, type, second)
             if n == 4 and parts[2] == "_history" and method == "GET":
                 return await self.read(request, ctx, type, second, parts[3])
+            if n == 3 and (type, parts[2]) == ("ValueSet", "$expand") and method in ("GET", "POST"):
+                return await self.expand_stored(request, ctx, second)
             if n == 3 and parts[2].startswith("$"):
                 raise FHIRError.of(404, "not-supported", f"operation {parts[2]} is not supported")
             if n == 3 and method == "GET":
@@ -422,6 +432,20 @@ class FHIRApi:
             raise FHIRError.of(400, "invalid", f"$validate mode {mode!r} is not supported", "mode")
         issues = await self.blocking(self.records.validate, ctx, type, resource, mode=mode, id=id)
         return fhir_response(operation_outcome(issues), pretty=wants_pretty(request))
+
+    async def terminology(self, request: Request, type: str, operation: str) -> Response:
+        """CodeSystem/$lookup, $subsumes; ValueSet/$expand, $validate-code (no store access)."""
+        inputs = await operation_input(request, self.config.max_body_bytes)
+        answer = await self.blocking(run_operation, type, operation, inputs)
+        return fhir_response(answer, pretty=wants_pretty(request))
+
+    async def expand_stored(self, request: Request, ctx: SecurityContext, id: str) -> Response:
+        """`ValueSet/[id]/$expand`: the stored ValueSet's compose over the loaded code systems."""
+        inputs = await operation_input(request, self.config.max_body_bytes)
+        found = await self.blocking(self.records.read, ctx, "ValueSet", id)
+        assert found.data is not None
+        answer = await self.blocking(expand_stored, orjson.loads(found.data), inputs)
+        return fhir_response(answer, pretty=wants_pretty(request))
 
     async def reindex(self, request: Request, ctx: SecurityContext, type: str | None) -> Response:
         """`$reindex`: the index of every current resource (of `type`), no new versions."""
