@@ -1,28 +1,343 @@
 """The one access-control decision point, called by the record service on every interaction.
 
-Today every context the server builds is unrestricted (`openrecord serve` has no
-authorization yet); the SMART authorization issue implements scopes, patient
-compartments and consent here, and nowhere else.
+A context is `unrestricted` (the REST API until the authorization server lands, the CLI)
+or governed by its SMART scopes (`auth/scopes.py`). `check` answers whether the scopes
+grant an interaction on a type at all (403 naming the missing scope). Patient-level
+grants (`patient/…`, with `ctx.patient`) also limit *which* resources: the Patient
+compartment of that patient. Searches get it as extra conditions (so paging, counts
+and `_sort` stay right), single resources are checked against it, and what falls
+outside answers 404, never 403, so that existence is not revealed. Granular scopes
+(`patient/Observation.rs?category=…`) add their query as AND-ed conditions, parsed
+by the same search parser as a request's.
+
+Types outside the Patient compartment (Practitioner, Organization, Medication…) are
+not reachable through patient-level grants: SMART 2.x leaves what such scopes cover
+beyond the compartment to the server, and this one grants nothing it cannot tie to
+the patient. Writes by patient-level contexts must leave the resource in the
+compartment; conditional writes, Bundle writes and operations need a user- or
+system-level grant until they are checked against the compartment too.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
+
+from openrecord.auth.scopes import Permission
 from openrecord.fhir.outcome import FHIRError
+from openrecord.fhir.search_query import parse_search
+from openrecord.fhir.search_values import ReferenceValue
 from openrecord.service.context import SecurityContext
+from openrecord.store.base import StoredVersion
+from openrecord.store.query import (
+    AnyCondition,
+    CompartmentFilter,
+    Condition,
+    ReferenceCriterion,
+    SearchCondition,
+    SearchQuery,
+    TokenCriterion,
+)
 
-__all__ = ["Interaction", "check"]
+if TYPE_CHECKING:
+    from openrecord.service.records import RecordService
+
+__all__ = [
+    "PERMISSION",
+    "Interaction",
+    "allows",
+    "check",
+    "check_patient_write",
+    "check_type_level",
+    "compartment_member",
+    "patient_of",
+    "read_conditions",
+    "restrict_search",
+    "visible",
+    "visible_history",
+]
 
 Interaction = Literal[
     "read", "vread", "search", "history", "create", "update", "patch", "delete", "operation"
 ]
+
+# The SMART permission each interaction needs. History lists versions, which reading
+# covers; operations may change data ($reindex), so they need update rights.
+PERMISSION: dict[str, Permission] = {
+    "read": "r",
+    "vread": "r",
+    "history": "r",
+    "search": "s",
+    "create": "c",
+    "update": "u",
+    "patch": "u",
+    "delete": "d",
+    "operation": "u",
+}
+
+COMPARTMENT = "Patient"
+
+
+def _forbidden(message: str) -> FHIRError:
+    return FHIRError.of(403, "forbidden", message)
+
+
+def allows(ctx: SecurityContext, interaction: Interaction, resource_type: str | None) -> bool:
+    """Whether the scopes grant `interaction` on `resource_type` (None: every type)."""
+    if ctx.unrestricted:
+        return True
+    return ctx.policy.allowed(PERMISSION[interaction], resource_type or "*")
 
 
 def check(ctx: SecurityContext, interaction: Interaction, resource_type: str | None) -> None:
     """Raise 403 unless `ctx` may perform `interaction` on `resource_type`."""
     if ctx.unrestricted:
         return
-    raise FHIRError.of(
-        403, "forbidden", f"{interaction} on {resource_type or 'the server'} is not permitted"
+    permission = PERMISSION[interaction]
+    type = resource_type or "*"
+    if not ctx.policy.allowed(permission, type):
+        what = resource_type or "every type"
+        raise _forbidden(
+            f"{interaction} on {what} needs a scope granting {permission!r} on {type}"
+            f" (e.g. patient/{type}.{permission} or system/{type}.{permission});"
+            f" granted: {' '.join(sorted(ctx.scopes)) or 'none'}"
+        )
+    if interaction == "operation" and ctx.policy.level(permission, type) == "patient":
+        raise _forbidden(
+            f"operations on {resource_type or 'the server'} need a user or system scope"
+        )
+    if patient_of(ctx, permission, type) == "":
+        raise _forbidden("patient-level scopes need a patient in the context")
+
+
+def patient_of(ctx: SecurityContext, permission: Permission, type: str) -> str | None:
+    """The patient whose compartment limits `permission` on `type`; None: no such
+    limit; "" when the grant is patient-level but the context names no patient."""
+    if ctx.unrestricted or ctx.policy.level(permission, type) != "patient":
+        return None
+    return ctx.patient or ""
+
+
+def compartment_member(defs_compartments: dict[str, dict[str, tuple[str, ...]]], type: str) -> bool:
+    return type == COMPARTMENT or type in defs_compartments.get(COMPARTMENT, {})
+
+
+def _compartment_condition(records: RecordService, type: str, patient: str) -> SearchCondition:
+    """`type`'s resources in the patient's compartment: referenced through one of the
+    CompartmentDefinition's parameters, or the Patient itself."""
+    links = records.defs.compartments.get(COMPARTMENT, {}).get(type, ())
+    ref = (ReferenceCriterion(COMPARTMENT, patient),)
+    options: list[SearchCondition] = [Condition(p, "reference", ref) for p in links]
+    if type == COMPARTMENT:
+        options.append(Condition("_id", "token", (TokenCriterion(None, patient),)))
+    return options[0] if len(options) == 1 else AnyCondition(tuple(options))
+
+
+def _granular_conditions(
+    records: RecordService, ctx: SecurityContext, permission: Permission, type: str
+) -> list[SearchCondition]:
+    """The granular scopes' queries as conditions: one query's are AND-ed; several
+    queries (each of one parameter) become one OR. 403 when it cannot be enforced."""
+    queries = ctx.policy.constraints(permission, type)
+    if not queries:
+        return []
+    parsed = []
+    for query in queries:
+        try:
+            result = parse_search(type, list(query), records.defs, records.tz)
+        except FHIRError:
+            result = None
+        if result is None or result.unknown or not result.query.conditions:
+            text = "&".join(f"{k}={v}" for k, v in query)
+            raise _forbidden(f"the scope constraint ?{text} on {type} cannot be enforced")
+        parsed.append(result.query.conditions)
+    if len(parsed) == 1:
+        return list(parsed[0])
+    if any(len(conditions) != 1 for conditions in parsed):
+        raise _forbidden(f"several granular scopes on {type} with multi-parameter queries")
+    return [AnyCondition(tuple(conditions[0] for conditions in parsed))]
+
+
+def read_conditions(
+    records: RecordService, ctx: SecurityContext, permission: Permission, type: str
+) -> list[SearchCondition] | None:
+    """The conditions a `type` resource must meet for `permission`: [] for any
+    resource, None for none (the type is out of the patient's reach)."""
+    if ctx.unrestricted:
+        return []
+    if not ctx.policy.allowed(permission, type):
+        return None
+    patient = patient_of(ctx, permission, type)
+    conditions = _granular_conditions(records, ctx, permission, type)
+    if patient is not None:
+        if not patient or not compartment_member(records.defs.compartments, type):
+            return None
+        conditions.insert(0, _compartment_condition(records, type, patient))
+    return conditions
+
+
+def restrict_search(
+    records: RecordService,
+    ctx: SecurityContext,
+    query: SearchQuery,
+    types: tuple[str, ...],
+) -> None:
+    """Limit a search to what `ctx` may search (the types were checked already)."""
+    if ctx.unrestricted:
+        return
+    if query.type is not None:
+        conditions = read_conditions(records, ctx, "s", query.type)
+        if conditions is None:
+            raise _forbidden(
+                f"{query.type} is outside the Patient compartment:"
+                " patient-level scopes do not reach it"
+            )
+        if conditions and query.contained != "false":
+            # _contained tests conditions on contained resources, not on the container
+            raise _forbidden("_contained searches need a user- or system-level scope")
+        query.conditions += conditions
+        return
+    searched = types or ("*",)
+    if any(ctx.policy.constraints("s", t) for t in searched):
+        raise _forbidden("granular scopes apply to searches of one type at a time")
+    patients = {patient_of(ctx, "s", t) for t in searched}
+    if patients == {None}:
+        return
+    if len(patients) > 1 or "" in patients:
+        raise _forbidden("a search across types needs the same level of scope on each type")
+    patient = patients.pop()
+    assert patient is not None
+    own = CompartmentFilter(COMPARTMENT, patient, ())
+    if query.compartment is not None and (query.compartment.type, query.compartment.id) != (
+        own.type,
+        own.id,
+    ):
+        raise _forbidden("patient-level scopes reach only the patient's own compartment")
+    members = records.defs.compartments.get(COMPARTMENT, {})
+    if types:
+        outside = [t for t in types if not compartment_member(records.defs.compartments, t)]
+        if outside:
+            raise _forbidden(f"{', '.join(outside)}: outside the Patient compartment")
+        links = tuple((t, p) for t in types for p in members.get(t, ()))
+    else:
+        links = tuple((t, p) for t, params in members.items() for p in params)
+    if query.compartment is None:
+        query.compartment = CompartmentFilter(COMPARTMENT, patient, links)
+        if not types:
+            query.types = tuple(sorted({*members, COMPARTMENT}))
+
+
+def visible(
+    records: RecordService, ctx: SecurityContext, versions: Iterable[StoredVersion]
+) -> list[StoredVersion]:
+    """The current `versions` that `ctx` may read, in their order (one store query
+    per type: the same conditions a search would add)."""
+    versions = list(versions)
+    if ctx.unrestricted:
+        return versions
+    by_type: dict[str, list[str]] = {}
+    for v in versions:  # deletions stay only where the type is open to the context
+        by_type.setdefault(v.type, []).append(v.id)
+    keep: set[tuple[str, str]] = set()
+    for type, ids in by_type.items():
+        conditions = read_conditions(records, ctx, "r", type)
+        if conditions is None:
+            continue
+        if not conditions:
+            keep.update((type, id) for id in ids)
+            continue
+        wanted = Condition("_id", "token", tuple(TokenCriterion(None, id) for id in ids))
+        query = SearchQuery(type, [wanted, *conditions], count=len(ids))
+        keep.update((type, r.id) for r in records.store.search(query).resources)
+    return [v for v in versions if (v.type, v.id) in keep]
+
+
+def visible_history(
+    records: RecordService, ctx: SecurityContext, entries: list[StoredVersion]
+) -> list[StoredVersion]:
+    """History entries `ctx` may read: each version in the compartment (when the
+    grant is patient-level), and the resource itself readable now (granular scopes
+    are checked on the current version)."""
+    if ctx.unrestricted:
+        return entries
+    kept = []
+    for v in entries:
+        if not ctx.policy.allowed("r", v.type):
+            continue
+        patient = patient_of(ctx, "r", v.type)
+        if patient is not None and (v.data is None or not _holds(records, v, patient)):
+            continue
+        kept.append(v)
+    constrained = {v.type for v in kept if ctx.policy.constraints("r", v.type)}
+    if constrained:
+        current = [records.store.read(v.type, v.id) for v in kept if v.type in constrained]
+        readable = {(c.type, c.id) for c in visible(records, ctx, (c for c in current if c))}
+        kept = [v for v in kept if v.type not in constrained or (v.type, v.id) in readable]
+    return kept
+
+
+def _holds(records: RecordService, version: StoredVersion, patient: str) -> bool:
+    assert version.data is not None
+    return in_compartment(records, version.type, orjson.loads(version.data), patient)
+
+
+def in_compartment(records: RecordService, type: str, body: dict[str, Any], patient: str) -> bool:
+    """Whether a resource body (any version, not only the current one) is in the
+    patient's compartment, by the same parameters the search index uses."""
+    if type == COMPARTMENT and body.get("id") == patient:
+        return True
+    links = set(records.defs.compartments.get(COMPARTMENT, {}).get(type, ()))
+    if not links:
+        return False
+    return any(
+        e.param in links
+        and isinstance(e.value, ReferenceValue)
+        and e.value.url is None
+        and e.value.type == COMPARTMENT
+        and e.value.id == patient
+        for e in records.indexer.extract(body)
     )
+
+
+def check_type_level(ctx: SecurityContext, interaction: Interaction, type: str) -> None:
+    """403 unless `interaction` on `type` is granted without a compartment or
+    constraint: for writes the layer cannot yet check resource by resource
+    (conditional writes, Bundle entries)."""
+    check(ctx, interaction, type)
+    permission = PERMISSION[interaction]
+    if patient_of(ctx, permission, type) is not None or ctx.policy.constraints(permission, type):
+        raise _forbidden(
+            f"{interaction} on {type} in this form needs a user- or system-level scope"
+            " without a query"
+        )
+
+
+def check_patient_write(
+    records: RecordService,
+    ctx: SecurityContext,
+    interaction: Interaction,
+    type: str,
+    before: StoredVersion | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """A patient-level write touches only the patient's compartment: the current
+    version (404 when outside, as for reads) and the new one (403)."""
+    if ctx.unrestricted:
+        return
+    permission = PERMISSION[interaction]
+    if ctx.policy.constraints(permission, type):
+        raise _forbidden(f"granular scopes for {interaction} on {type} are not supported yet")
+    patient = patient_of(ctx, permission, type)
+    if patient is None:
+        return
+    if not patient:
+        raise _forbidden("patient-level scopes need a patient in the context")
+    if before is not None and before.data is not None and not _holds(records, before, patient):
+        raise FHIRError.of(404, "not-found", f"{type}/{before.id} is not known")
+    if after is not None and not in_compartment(records, type, after, patient):
+        raise _forbidden(
+            f"the {type} would not be in the compartment of Patient/{patient}:"
+            " patient-level scopes may only write the patient's own record"
+        )

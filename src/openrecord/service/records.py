@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import tzinfo
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -102,7 +102,7 @@ class RecordService:
         access.check(ctx, "read", type)
         self.require_type(type)
         found = self.store.read(type, id)
-        if found is None:
+        if found is None or not self.may_read(ctx, found):
             raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
         if found.deleted:
             raise FHIRError(
@@ -118,7 +118,7 @@ class RecordService:
         if not version.isdigit():
             raise FHIRError.of(404, "not-found", f"{type}/{id} has no version {version!r}")
         found = self.store.vread(type, id, int(version))
-        if found is None:
+        if found is None or not self.may_read(ctx, found, history=True):
             raise FHIRError.of(404, "not-found", f"{type}/{id} has no version {version}")
         if found.deleted:
             raise FHIRError.of(410, "deleted", f"version {version} of {type}/{id} is a deletion")
@@ -134,9 +134,15 @@ class RecordService:
         access.check(ctx, "history", type)
         if type is not None:
             self.require_type(type)
-        if id is not None and type is not None and self.store.read(type, id) is None:
-            raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
-        return self.store.history(type, id, **kwargs)
+        if id is not None and type is not None:
+            current = self.store.read(type, id)
+            if current is None or not self.may_read(ctx, current):
+                raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
+        page = self.store.history(type, id, **kwargs)
+        if ctx.unrestricted:
+            return page
+        # Entries outside the context's reach are left out; the total would count them.
+        return replace(page, entries=access.visible_history(self, ctx, page.entries), total=None)
 
     def search(
         self,
@@ -153,6 +159,21 @@ class RecordService:
             self, ctx, type, params, compartment=compartment, explain=explain, base=base
         )
 
+    def may_read(
+        self, ctx: SecurityContext, found: StoredVersion, *, history: bool = False
+    ) -> bool:
+        """Whether `ctx` may see `found` (a current version; `history`: any version,
+        whose resource must also be readable now). A context limited to a compartment
+        or a query gets 404 for deleted resources too: 410 would say they existed."""
+        if ctx.unrestricted:
+            return True
+        if history:
+            if not access.visible_history(self, ctx, [found]):
+                return False
+            current = self.store.read(found.type, found.id)
+            return current is not None and self.may_read(ctx, current)
+        return bool(access.visible(self, ctx, [found]))
+
     # -- writes ------------------------------------------------------------------------
 
     def create(
@@ -164,8 +185,11 @@ class RecordService:
         if_none_exist: str | None = None,
     ) -> WriteResult:
         access.check(ctx, "create", type)
+        if if_none_exist:
+            access.check_type_level(ctx, "create", type)
         self.params.sync()
         prepared = self.checked(body, type)
+        access.check_patient_write(self, ctx, "create", type, None, prepared.resource)
 
         def run(tx: WriteTx) -> WriteResult:
             if if_none_exist:
@@ -200,7 +224,11 @@ class RecordService:
                 f"{type}.id",
             )
 
+        access.check_patient_write(self, ctx, "update", type, None, resource)
+
         def run(tx: WriteTx) -> WriteResult:
+            current = None if ctx.unrestricted else tx.current(type, id)
+            access.check_patient_write(self, ctx, "update", type, current, None)
             return self.update_in(tx, type, id, prepared, if_match)
 
         return self.in_transaction(run)
@@ -214,7 +242,7 @@ class RecordService:
         *,
         if_match: str | None = None,
     ) -> WriteResult:
-        access.check(ctx, "update", type)
+        access.check_type_level(ctx, "update", type)
         self.params.sync()
         prepared = self.checked(body, type)
         resource = prepared.resource
@@ -252,7 +280,13 @@ class RecordService:
         self.params.sync()
 
         def run(tx: WriteTx) -> WriteResult:
-            return self.patch_in(tx, type, id, document, fhirpath=fhirpath, if_match=if_match)
+            if not ctx.unrestricted:
+                access.check_patient_write(self, ctx, "patch", type, tx.current(type, id), None)
+            result = self.patch_in(tx, type, id, document, fhirpath=fhirpath, if_match=if_match)
+            if not ctx.unrestricted and result.version.data is not None:
+                after = orjson.loads(result.version.data)  # rolls back when outside
+                access.check_patient_write(self, ctx, "patch", type, None, after)
+            return result
 
         return self.in_transaction(run)
 
@@ -264,6 +298,8 @@ class RecordService:
         self.require_type(type)
 
         def run(tx: WriteTx) -> WriteResult | None:
+            if not ctx.unrestricted:
+                access.check_patient_write(self, ctx, "delete", type, tx.current(type, id), None)
             return self.delete_in(tx, type, id, if_match)
 
         return self.in_transaction(run)
@@ -271,7 +307,7 @@ class RecordService:
     def conditional_delete(
         self, ctx: SecurityContext, type: str, criteria: str
     ) -> WriteResult | None:
-        access.check(ctx, "delete", type)
+        access.check_type_level(ctx, "delete", type)
         self.require_type(type)
 
         def run(tx: WriteTx) -> WriteResult | None:

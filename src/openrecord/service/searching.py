@@ -56,8 +56,8 @@ def run_search(
     `explain`: also return the page's SQL and query plan (a server debug setting).
     `base`: the server's base URL as the client sees it; absolute references under
     it match local ones."""
-    access.check(ctx, "search", type)
     if type is not None:
+        access.check(ctx, "search", type)
         records.require_type(type)
     records.params.sync()
     params = list(params)
@@ -65,6 +65,9 @@ def run_search(
         named = [t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()]
         for name in named:
             records.require_type(name)
+            access.check(ctx, "search", name)
+        if not named:
+            access.check(ctx, "search", None)
         types = tuple(dict.fromkeys(named))
         if len(types) == 1:
             # One type: the search is that type's, with all its parameters.
@@ -91,6 +94,7 @@ def run_search(
         query.conditions += list_conditions(lists, records.store.read, records.defs, narrow)
     if compartment is not None:
         query.compartment = compartment_filter(records.defs, compartment, type)
+    access.restrict_search(records, ctx, query, types)
     query.explain = explain
     if query.contained != "false" and (
         parsed.include or parsed.revinclude or parsed.include_iterate or parsed.revinclude_iterate
@@ -121,7 +125,8 @@ def run_search(
     if parsed.summary == "count":
         return result
     included = find_included(ctx, resources, parsed, records.store, records.defs, records.indexer)
-    return replace(result, included=included.resources, unsupported=included.unsupported)
+    shown = access.visible(records, ctx, included.resources)  # only what ctx may read
+    return replace(result, included=shown, unsupported=included.unsupported)
 
 
 def compartment_filter(

@@ -1,0 +1,1 @@
+"""Authorization: SMART scopes (and, with issue 5, the OAuth server, tokens, accounts)."""
