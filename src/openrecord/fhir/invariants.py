@@ -45,6 +45,7 @@ __all__ = [
     "Invariant",
     "choice_keys",
     "compare_datetimes",
+    "evaluate_invariant",
     "invariants_for",
 ]
 
@@ -155,17 +156,28 @@ def _compiled(expression: str) -> Callable[..., Any] | None:
     return fn
 
 
-def _fhirpath_holds(
-    key: str, expression: str, value: Any, type_path: str, resource: Json, root: Json
-) -> bool:
+def evaluate_invariant(
+    expression: str, value: Any, type_path: str, resource: Any, root: Any
+) -> bool | None:
+    """Whether the FHIRPath invariant holds on `value` (an element of FHIR type path
+    `type_path`): False only when it evaluates to false, so empty passes. None when
+    fhirpathpy cannot compile or evaluate it."""
     fn = _compiled(expression)
     if fn is None:
-        FAILED_INVARIANTS.add(key)
-        return True
+        return None
     node = _typed_node(value, type_path)
     try:
         result = fn(node, {"resource": resource, "rootResource": root, "context": value})
     except Exception:
+        return None
+    return bool(result != [False])
+
+
+def _fhirpath_holds(
+    key: str, expression: str, value: Any, type_path: str, resource: Json, root: Json
+) -> bool:
+    holds = evaluate_invariant(expression, value, type_path, resource, root)
+    if holds is None:
         FAILED_INVARIANTS.add(key)
         return True
-    return bool(result != [False])
+    return holds

@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from openrecord.fhir.outcome import FHIRError, Issue, operation_outcome
+from openrecord.fhir.profiles import profile, validate_against
 from openrecord.fhir.search_contained import contained_body
 from openrecord.fhir.summary import SUMMARY_MODES, select_elements, summarize
 from openrecord.server.bundling import history_bundle, searchset
@@ -420,6 +421,7 @@ class FHIRApi:
     ) -> Response:
         body = await read_json_body(request, self.config.max_body_bytes)
         mode = request.query_params.get("mode")
+        profile_url = request.query_params.get("profile")
         resource = body
         if isinstance(body, dict) and body.get("resourceType") == "Parameters":
             resource = None
@@ -428,9 +430,17 @@ class FHIRApi:
                     resource = part.get("resource")
                 elif part.get("name") == "mode":
                     mode = part.get("valueCode") or part.get("valueString")
+                elif part.get("name") == "profile":
+                    profile_url = part.get("valueUri") or part.get("valueCanonical")
         if mode not in (None, "create", "update", "delete"):
             raise FHIRError.of(400, "invalid", f"$validate mode {mode!r} is not supported", "mode")
+        if profile_url is not None and profile(profile_url) is None:
+            raise FHIRError.of(
+                400, "not-supported", f"profile {profile_url!r} is not known", "profile"
+            )
         issues = await self.blocking(self.records.validate, ctx, type, resource, mode=mode, id=id)
+        if profile_url is not None and mode != "delete" and isinstance(resource, dict):
+            issues = issues + await self.blocking(validate_against, resource, profile_url)
         return fhir_response(operation_outcome(issues), pretty=wants_pretty(request))
 
     async def terminology(self, request: Request, type: str, operation: str) -> Response:
