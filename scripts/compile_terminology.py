@@ -15,6 +15,10 @@ The output keeps only what the terminology operations need:
     notSelectable, status, inactive and abstract)
   valueSets[url] = {name, version, compose?: {include: [...], exclude: [...], inactive?},
                     expansion?: {system: [code…]}}
+  conceptMaps[url] = {name, version, source?, target?, group: [{source?, target?,
+                      element: {code: [{code?, equivalence, display?, dependsOn?,
+                      product?}…]}, unmapped?}]}  (every ConceptMap of the core package,
+    comments and element displays left out), for `ConceptMap/$translate`
   displays[system] = {code: display} for the codes of every kept pre-expansion
     (`expansion` is the official pre-expansion, kept only where the compose cannot be
     evaluated from the loaded code systems — LOINC or SNOMED CT subsets, filters we
@@ -138,6 +142,29 @@ def flat_expansion(exp: dict[str, Any]) -> list[list[str]] | None:
     return out
 
 
+def compile_concept_map(cm: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": cm.get("name", ""), "version": cm.get("version", "")}
+    for key in ("source", "target"):
+        canonical = cm.get(f"{key}Canonical") or cm.get(f"{key}Uri")
+        if canonical:
+            out[key] = canonical
+    groups = []
+    for g in cm.get("group", []):
+        group: dict[str, Any] = {k: g[k] for k in ("source", "target", "unmapped") if k in g}
+        elements: dict[str, list[dict[str, Any]]] = {}
+        for e in g.get("element", []):
+            if "code" not in e:
+                continue
+            targets = elements.setdefault(e["code"], [])
+            for t in e.get("target", []):
+                kept = ("code", "equivalence", "display", "dependsOn", "product")
+                targets.append({k: t[k] for k in kept if k in t})
+        group["element"] = elements
+        groups.append(group)
+    out["group"] = groups
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
@@ -178,12 +205,18 @@ def main() -> None:
                 entry["expansion"] = by_system
                 n_pre += 1
         value_sets[url] = entry
+    concept_maps = {
+        r["url"]: compile_concept_map(r)
+        for r in sorted(core.values(), key=lambda r: str(r.get("url")))
+        if r.get("resourceType") == "ConceptMap" and "url" in r
+    }
 
     out = {
         "fhirVersion": "4.0.1",
         "codeSystems": code_systems,
         "valueSets": value_sets,
         "displays": displays,
+        "conceptMaps": concept_maps,
     }
     data = json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +225,8 @@ def main() -> None:
     print(
         f"{len(code_systems)} code systems "
         f"({sum(len(c['concepts']) for c in code_systems.values())} concepts), "
-        f"{len(value_sets)} value sets ({n_pre} pre-expanded, {n_none} not expandable) "
+        f"{len(value_sets)} value sets ({n_pre} pre-expanded, {n_none} not expandable), "
+        f"{len(concept_maps)} concept maps "
         f"-> {OUT.relative_to(ROOT)} ({OUT.stat().st_size // 1024} KiB, "
         f"{len(data) // 1024} KiB raw)"
     )

@@ -66,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=os.environ.get("OPENRECORD_DEBUG_SEARCH", "") in ("1", "true", "yes"),
         help="let searches ask for their SQL and query plan with _explain=true (development)",
     )
+    serve.add_argument(
+        "--profiles",
+        choices=("warn", "strict", "off"),
+        default=os.environ.get("OPENRECORD_PROFILES") or "warn",
+        help="check resources against the profiles their meta.profile names on every write: "
+        "warn (default: write, and report the issues), strict (refuse with 422), off",
+    )
 
     imp = sub.add_parser("import", help="import FHIR JSON, NDJSON or Bundles (files or folders)")
     with_database(imp)
@@ -82,6 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     rei.add_argument("types", nargs="*", metavar="TYPE", help="resource types (default: all)")
     rei.add_argument("--quiet", action="store_true", help="no progress output")
 
+    glucose = sub.add_parser("glucose", help="continuous glucose (CGM) data")
+    glucose_sub = glucose.add_subparsers(dest="glucose_command", required=True)
+    gimp = glucose_sub.add_parser(
+        "import",
+        help="import CGM exports (Dexcom Clarity, LibreView, Nightscout entries, id,time,gl) "
+        "as sensor-reading Observations of one patient; re-importing adds no duplicates",
+    )
+    with_database(gimp)
+    gimp.add_argument("--patient", required=True, metavar="ID", help="the Patient's id")
+    gimp.add_argument(
+        "--subject", metavar="NAME", help="the subject to take from an id,time,gl file of several"
+    )
+    gimp.add_argument("files", nargs="+", type=Path, metavar="FILE")
+
     args = parser.parse_args(argv)
     database = args.database or default_database()
     from openrecord.service.clock import timezone_named
@@ -95,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve_command(args, database)
     if args.command == "import":
         return import_command(database, args.paths, quiet=args.quiet)
+    if args.command == "glucose":
+        from openrecord.glucose_cli import glucose_import_command
+
+        return glucose_import_command(database, args)
     if args.command == "reindex":
         return reindex_command(database, args.types, quiet=args.quiet)
     if args.command == "demo":
@@ -114,6 +139,7 @@ def serve_command(args: argparse.Namespace, database: str) -> int:
     os.environ["OPENRECORD_DATABASE"] = database
     os.environ["OPENRECORD_MAX_BODY_BYTES"] = str(args.max_body_mb * 2**20)
     os.environ["OPENRECORD_DEBUG_SEARCH"] = "1" if args.debug_search else "0"
+    os.environ["OPENRECORD_PROFILES"] = args.profiles
     print(
         f"openrecord: FHIR R4 at http://{args.host}:{args.port}/fhir (database {redact(database)})",
         file=sys.stderr,

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.fhir.test_profiles import BP, US
+from tests.fhir.test_profiles import BP, CGM, US
 
 BP_PROFILE = US + "us-core-blood-pressure"
 
@@ -53,3 +53,22 @@ def test_unknown_profile_is_a_bad_request(client: httpx.Client) -> None:
     )
     assert r.status_code == 400
     assert r.json()["issue"][0]["expression"] == ["profile"]
+
+
+def test_capability_statement_lists_the_profiles_it_validates(client: httpx.Client) -> None:
+    statement = client.get("/metadata").json()
+    assert statement["instantiates"] == [
+        "http://hl7.org/fhir/us/core/CapabilityStatement/us-core-server"
+    ]
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    assert resources["Patient"]["supportedProfile"] == [US + "us-core-patient"]
+    observation = resources["Observation"]["supportedProfile"]
+    assert {BP_PROFILE, US + "us-core-observation-lab", CGM + "cgm-summary"} <= set(observation)
+    assert "supportedProfile" not in resources["Basic"]  # neither guide profiles Basic
+    # every listed profile is one $validate?profile= accepts, for that type
+    for type_name, resource in resources.items():
+        for url in resource.get("supportedProfile", []):
+            r = client.post(f"/{type_name}/$validate", params={"profile": url}, json=BP)
+            assert r.status_code == 200, url
+    check = client.post("/CapabilityStatement/$validate", json=statement)
+    assert errors(check) == []

@@ -163,6 +163,8 @@ class Terminology:
         }
         self.value_sets: dict[str, dict[str, Any]] = raw["valueSets"]
         self.displays: dict[str, dict[str, str]] = raw["displays"]
+        # ConceptMap/$translate (fhir/concept_maps.py); the compiled layout is in the script
+        self.concept_maps: dict[str, dict[str, Any]] = raw.get("conceptMaps", {})
         self._expanded: dict[str, tuple[ExpansionEntry, ...] | None] = {}
 
     # -- CodeSystem ------------------------------------------------------------------------

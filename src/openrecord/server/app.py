@@ -16,6 +16,7 @@ from starlette.types import Receive, Scope, Send
 from openrecord.fhir.definitions import definitions
 from openrecord.runtime import settle_heap
 from openrecord.server.rest import FHIRApi, RestConfig
+from openrecord.service.profile_policy import ProfilePolicy
 from openrecord.service.records import RecordService
 from openrecord.store import open_store
 from openrecord.store.base import Store
@@ -30,12 +31,13 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024 * 1024
     tz: tzinfo = UTC
     debug_search: bool = False  # `_explain=true` answers SQL and plan (never on in production)
+    profiles: ProfilePolicy = "warn"  # declared meta.profile checks on writes
 
 
 def create_app(config: ServerConfig, store: Store | None = None) -> Application:
     """Build the application; the store is opened here (per worker process)."""
     store = store or open_store(config.database)
-    records = RecordService(store, defs=definitions(), tz=config.tz)
+    records = RecordService(store, defs=definitions(), tz=config.tz, profiles=config.profiles)
     records.warm_up()
     settle_heap()
     api = FHIRApi(

@@ -10,6 +10,7 @@ import os
 
 from openrecord.server.app import Application, ServerConfig, create_app
 from openrecord.service.clock import configured_timezone
+from openrecord.service.profile_policy import profile_policy
 
 __all__ = ["app_from_env"]
 
@@ -20,11 +21,13 @@ def app_from_env() -> Application:
         raise RuntimeError("OPENRECORD_DATABASE is not set")
     max_body = int(os.environ.get("OPENRECORD_MAX_BODY_BYTES", 64 * 1024 * 1024))
     debug_search = os.environ.get("OPENRECORD_DEBUG_SEARCH", "") in ("1", "true", "yes")
+    profiles = profile_policy(os.environ.get("OPENRECORD_PROFILES") or "warn")
     return create_app(
         ServerConfig(
             database=database,
             max_body_bytes=max_body,
             debug_search=debug_search,
+            profiles=profiles,
             tz=configured_timezone(),
         )
     )

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from openrecord import __version__
 from openrecord.fhir.definitions import Definitions
+from openrecord.fhir.profiles import known_profiles, profile
 from openrecord.fhir.search_composite import component_defs
 from openrecord.fhir.search_text import TEXT_PARAMS, TEXT_RULE
 from openrecord.server.terminology import OPERATION_BASE, TERMINOLOGY_OPERATIONS
 
-__all__ = ["SEARCHABLE_KINDS", "capability_statement"]
+__all__ = ["SEARCHABLE_KINDS", "US_CORE_SERVER", "capability_statement", "supported_profiles"]
+
+US_CORE_SERVER = "http://hl7.org/fhir/us/core/CapabilityStatement/us-core-server"
 
 # Parameter types the store's search answers today (special ones come later); a
 # composite only when all its components are known.
@@ -34,7 +38,20 @@ _DOCS = {
 }
 
 
+@cache
+def supported_profiles() -> dict[str, list[str]]:
+    """The compiled profiles (US Core, HL7 CGM IG) by the resource type they constrain:
+    `$validate?profile=` and the write-time profile policy check resources against them."""
+    by_type: dict[str, list[str]] = {}
+    for url in known_profiles():
+        prof = profile(url)
+        if prof is not None:
+            by_type.setdefault(prof.type, []).append(url)
+    return by_type
+
+
 def capability_statement(defs: Definitions, base_url: str, software_date: str) -> dict[str, Any]:
+    profiles = supported_profiles()
     # _include: a type's own reference parameters; _revinclude: others' that may target it.
     includes: dict[str, list[str]] = {}
     revincludes: dict[str, list[str]] = {}
@@ -67,6 +84,7 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
             {
                 "type": type_name,
                 "profile": f"http://hl7.org/fhir/StructureDefinition/{type_name}",
+                **({"supportedProfile": profiles[type_name]} if type_name in profiles else {}),
                 "interaction": [{"code": c} for c in _TYPE_INTERACTIONS],
                 "versioning": "versioned-update",
                 "readHistory": True,
@@ -75,9 +93,12 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
                 "conditionalRead": "full-support",
                 "conditionalUpdate": True,
                 "conditionalDelete": "single",
-                "searchInclude": includes.get(type_name, []),
-                "searchRevInclude": revincludes.get(type_name, []),
-                "searchParam": params,
+                # FHIR JSON has no empty arrays: a list with nothing in it is left out
+                **({"searchInclude": includes[type_name]} if type_name in includes else {}),
+                **(
+                    {"searchRevInclude": revincludes[type_name]} if type_name in revincludes else {}
+                ),
+                **({"searchParam": params} if params else {}),
                 "operation": [
                     {
                         "name": "validate",
@@ -97,6 +118,7 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
         "date": software_date,
         "publisher": "openrecord",
         "kind": "instance",
+        "instantiates": [US_CORE_SERVER],
         "software": {"name": "openrecord", "version": __version__},
         "implementation": {"description": "openrecord FHIR R4 server", "url": base_url},
         "fhirVersion": defs.fhir_version,

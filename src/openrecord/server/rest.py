@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from openrecord.care.glucose.fhir import summary_parameters
 from openrecord.fhir.outcome import FHIRError, Issue, operation_outcome
 from openrecord.fhir.profiles import profile, validate_against
 from openrecord.fhir.search_contained import contained_body
@@ -44,6 +45,7 @@ from openrecord.server.terminology import (
 from openrecord.service.bundles import BundleProcessor, EntryUrl
 from openrecord.service.clock import from_http_date, http_date, instant, now_micros, parse_instant
 from openrecord.service.context import SecurityContext
+from openrecord.service.glucose import cgm_summary, parse_bound
 from openrecord.service.records import RecordService, WriteResult
 from openrecord.service.reindex import reindex, report_parameters
 from openrecord.store.base import StoredVersion
@@ -152,6 +154,8 @@ class FHIRApi:
                 return await self.read(request, ctx, type, second, parts[3])
             if n == 3 and (type, parts[2]) == ("ValueSet", "$expand") and method in ("GET", "POST"):
                 return await self.expand_stored(request, ctx, second)
+            if n == 3 and (type, parts[2]) == ("Patient", "$cgm-summary") and method == "GET":
+                return await self.cgm_summary(request, ctx, second)
             if n == 3 and parts[2].startswith("$"):
                 raise FHIRError.of(404, "not-supported", f"operation {parts[2]} is not supported")
             if n == 3 and method == "GET":
@@ -456,6 +460,14 @@ class FHIRApi:
         assert found.data is not None
         answer = await self.blocking(expand_stored, orjson.loads(found.data), inputs)
         return fhir_response(answer, pretty=wants_pretty(request))
+
+    async def cgm_summary(self, request: Request, ctx: SecurityContext, id: str) -> Response:
+        """`Patient/[id]/$cgm-summary?start=&end=`: the consensus CGM metrics of [start, end)."""
+        q = request.query_params
+        start = parse_bound(q.get("start"), "start", self.records.tz)
+        end = parse_bound(q.get("end"), "end", self.records.tz)
+        found = await self.blocking(cgm_summary, self.records, ctx, id, start, end)
+        return fhir_response(summary_parameters(found.summary), pretty=wants_pretty(request))
 
     async def reindex(self, request: Request, ctx: SecurityContext, type: str | None) -> Response:
         """`$reindex`: the index of every current resource (of `type`), no new versions."""

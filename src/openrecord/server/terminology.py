@@ -1,5 +1,6 @@
 """Terminology operations over HTTP: CodeSystem/$lookup, CodeSystem/$subsumes,
-ValueSet/$expand and ValueSet/$validate-code (terminology-service.html).
+ValueSet/$expand, ValueSet/$validate-code and ConceptMap/$translate
+(terminology-service.html).
 
 Inputs come from the query string (GET) or a Parameters body (POST); answers follow
 the R4 OperationDefinitions (Parameters, or a ValueSet with its `expansion`).
@@ -13,6 +14,8 @@ from typing import Any
 
 from starlette.requests import Request
 
+from openrecord.fhir.concept_maps import Translation
+from openrecord.fhir.concept_maps import translate as translate_code
 from openrecord.fhir.outcome import FHIRError
 from openrecord.fhir.terminology import Expansion, Terminology, terminology
 from openrecord.server.http import read_json_body
@@ -27,6 +30,7 @@ TERMINOLOGY_OPERATIONS = {
     ("CodeSystem", "$subsumes"): "CodeSystem-subsumes",
     ("ValueSet", "$expand"): "ValueSet-expand",
     ("ValueSet", "$validate-code"): "ValueSet-validate-code",
+    ("ConceptMap", "$translate"): "ConceptMap-translate",
 }
 _MAX_COUNT = 10_000
 
@@ -241,7 +245,68 @@ def validate_code(term: Terminology, inputs: Inputs) -> dict[str, Any]:
     )
 
 
+def translate(term: Terminology, inputs: Inputs) -> dict[str, Any]:
+    """`$translate` of code+system, a coding, or each coding of a codeableConcept."""
+    if _text(inputs, "reverse") == "true":
+        raise FHIRError.of(400, "not-supported", "reverse translation is not supported", "reverse")
+    system, code, _ = _coding(inputs, "coding")
+    codings = [(_text(inputs, "system") or system, _text(inputs, "code") or code)]
+    concept = inputs.get("codeableConcept")
+    if codings[0][1] is None and isinstance(concept, dict):
+        codings = [
+            (c.get("system"), c.get("code"))
+            for c in concept.get("coding") or []
+            if isinstance(c, dict)
+        ]
+    if not codings or any(c is None for _, c in codings):
+        raise FHIRError.of(
+            400, "required", "give code (with system), coding or codeableConcept", "code"
+        )
+    if any(not s for s, _ in codings):
+        raise FHIRError.of(400, "required", "the code's system is required", "system")
+    found: list[Translation] = [
+        translate_code(
+            term,
+            str(s),
+            str(c),
+            url=_text(inputs, "url"),
+            source=_text(inputs, "source"),
+            target=_text(inputs, "target"),
+            target_system=_text(inputs, "targetsystem"),
+        )
+        for s, c in codings
+    ]
+    messages = [t.message for t in found if t.message]
+    out = _parameters(
+        ("result", "valueBoolean", any(t.result for t in found)),
+        ("message", "valueString", "; ".join(messages) or None),
+    )
+    for match in (m for t in found for m in t.matches):
+        parts: list[dict[str, Any]] = [{"name": "equivalence", "valueCode": match.equivalence}]
+        if match.code is not None:
+            coding = {"system": match.system, "code": match.code}
+            if match.display:
+                coding["display"] = match.display
+            parts.append({"name": "concept", "valueCoding": coding})
+        for product in match.product:
+            element = product.get("property")
+            value = {"system": product.get("system"), "code": product.get("value")}
+            parts.append(
+                {
+                    "name": "product",
+                    "part": [
+                        {"name": "element", "valueUri": element},
+                        {"name": "concept", "valueCoding": {k: v for k, v in value.items() if v}},
+                    ],
+                }
+            )
+        parts.append({"name": "source", "valueUri": match.source})
+        out["parameter"].append({"name": "match", "part": parts})
+    return out
+
+
 _HANDLERS: dict[tuple[str, str], Callable[[Terminology, Inputs], dict[str, Any]]] = {
+    ("ConceptMap", "$translate"): translate,
     ("CodeSystem", "$lookup"): lookup,
     ("CodeSystem", "$subsumes"): subsumes,
     ("ValueSet", "$expand"): expand,

@@ -29,6 +29,7 @@ from openrecord.fhir.validation import validate_resource
 from openrecord.service import access
 from openrecord.service.clock import configured_timezone, instant, now_micros
 from openrecord.service.context import SecurityContext
+from openrecord.service.profile_policy import ProfilePolicy, declared_profile_issues
 from openrecord.service.search_params import SearchParamRegistry
 from openrecord.service.searching import SearchResult, run_search
 from openrecord.store.base import (
@@ -74,9 +75,11 @@ class RecordService:
         *,
         defs: Definitions | None = None,
         tz: tzinfo | None = None,
+        profiles: ProfilePolicy = "off",
     ) -> None:
         self.store = store
         self.base_defs = defs or definitions()
+        self.profile_policy = profiles  # declared meta.profile checks on writes (server: warn)
         tz = self.tz = tz or configured_timezone()
         self.params = SearchParamRegistry(store, self.base_defs, tz)
 
@@ -378,6 +381,7 @@ class RecordService:
             raise FHIRError(422, errors)
         if type == "SearchParameter":
             self.params.validate(body)
+        issues += declared_profile_issues(body, self.profile_policy)  # 422 when strict
         indexer = self.params.sync(max_age=_ENTRY_SYNC_SECONDS).indexer
         # versionId/lastUpdated are stamped later; no search parameter reads them. The
         # full-text entries (_text, _content) go last, where the store looks for them.
