@@ -54,11 +54,16 @@ def _integer_check(type_code: str) -> PrimitiveCheck:
     return check
 
 
-def _check_xhtml(v: Any) -> Finding | None:
+def _not_a_string(v: Any) -> Finding:
+    """What is wrong with a value that should be a non-empty JSON string."""
     if type(v) is not str:
         return "error", "structure", f"expected a JSON string, got {json_kind(v)}"
-    if not v:
-        return "error", "structure", "empty string (strings SHALL NOT be empty)"
+    return "error", "structure", "empty string (strings SHALL NOT be empty)"
+
+
+def _check_xhtml(v: Any) -> Finding | None:
+    if type(v) is not str or not v:
+        return _not_a_string(v)
     if not v.startswith("<div"):
         return "error", "value", "xhtml must be a <div> element"
     return None
@@ -74,10 +79,8 @@ def _check_text(v: Any) -> Finding | None:
 
 def _check_markdown(v: Any) -> Finding | None:
     """markdown (and string): not empty, not only whitespace, no control characters."""
-    if type(v) is not str:
-        return "error", "structure", f"expected a JSON string, got {json_kind(v)}"
-    if not v:
-        return "error", "structure", "empty string (strings SHALL NOT be empty)"
+    if type(v) is not str or not v:
+        return _not_a_string(v)
     if _FORBIDDEN_CONTROL.search(v):
         return "error", "value", "string contains control characters"
     if v.isspace():
@@ -88,10 +91,8 @@ def _check_markdown(v: Any) -> Finding | None:
 def _check_base64(v: Any) -> Finding | None:
     # Native form of the spec regex `(\s*([0-9a-zA-Z\+/=]){4}\s*)+`: the regex
     # backtracks badly on large attachments.
-    if type(v) is not str:
-        return "error", "structure", f"expected a JSON string, got {json_kind(v)}"
-    if not v:
-        return "error", "structure", "empty string (strings SHALL NOT be empty)"
+    if type(v) is not str or not v:
+        return _not_a_string(v)
     compact = "".join(v.split())
     if len(compact) % 4 or not _BASE64.fullmatch(compact):
         return "error", "value", "invalid base64Binary"
@@ -118,10 +119,8 @@ def _pattern_check(type_code: str, pattern: str) -> PrimitiveCheck:
     calendar = type_code in ("date", "dateTime", "instant")
 
     def check(v: Any) -> Finding | None:
-        if type(v) is not str:
-            return "error", "structure", f"expected a JSON string, got {json_kind(v)}"
-        if not v:
-            return "error", "structure", "empty string (strings SHALL NOT be empty)"
+        if type(v) is not str or not v:
+            return _not_a_string(v)
         if rx.fullmatch(v) is None or (calendar and len(v) >= 10 and not _valid_day(v)):
             return "error", "value", f"{v!r} is not a valid {type_code}"
         return None

@@ -15,6 +15,7 @@ __all__ = [
     "fhir_response",
     "negotiate",
     "outcome_response",
+    "parse_int",
     "prefer",
     "read_json_body",
 ]
@@ -122,3 +123,13 @@ def outcome_response(
 
 def wants_pretty(request: Request) -> bool:
     return request.query_params.get("_pretty", "").lower() == "true"
+
+
+def parse_int(raw: str, name: str) -> int:
+    """An integer request parameter, or 400 naming it."""
+    try:
+        return int(raw)
+    except ValueError:
+        raise FHIRError.of(
+            400, "invalid", f"{name} must be an integer, not {raw!r}", name
+        ) from None

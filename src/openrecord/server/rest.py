@@ -31,6 +31,7 @@ from openrecord.server.http import (
     fhir_response,
     negotiate,
     outcome_response,
+    parse_int,
     prefer,
     read_body,
     read_json_body,
@@ -300,12 +301,6 @@ class FHIRApi:
             )
             for name in parsed.unknown
         ]
-        warnings += [
-            Issue(
-                "not-supported", f"{form} is not supported yet and was ignored", severity="warning"
-            )
-            for form in result.unsupported
-        ]
         if result.explain is not None:
             warnings.append(Issue("informational", result.explain, severity="information"))
         summary = parsed.summary
@@ -552,13 +547,7 @@ def wants_explain(params: list[tuple[str, str]]) -> bool:
 def bounded_int(raw: str | None, name: str, default: int, low: int, high: int) -> int:
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FHIRError.of(
-            400, "invalid", f"{name} must be an integer, not {raw!r}", name
-        ) from None
-    return max(low, min(high, value))
+    return max(low, min(high, parse_int(raw, name)))
 
 
 def time_param(raw: str | None, name: str) -> int | None:

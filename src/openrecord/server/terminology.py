@@ -18,7 +18,7 @@ from openrecord.fhir.concept_maps import Translation
 from openrecord.fhir.concept_maps import translate as translate_code
 from openrecord.fhir.outcome import FHIRError
 from openrecord.fhir.terminology import Expansion, Terminology, terminology
-from openrecord.server.http import read_json_body
+from openrecord.server.http import parse_int, read_json_body
 from openrecord.service.clock import instant, now_micros
 
 __all__ = ["TERMINOLOGY_OPERATIONS", "expand_stored", "operation_input", "run_operation"]
@@ -87,12 +87,7 @@ def _natural(inputs: Inputs, name: str) -> int | None:
     raw = _text(inputs, name)
     if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FHIRError.of(
-            400, "invalid", f"{name} must be an integer, not {raw!r}", name
-        ) from None
+    value = parse_int(raw, name)
     if value < 0:
         raise FHIRError.of(400, "invalid", f"{name} must not be negative", name)
     return value

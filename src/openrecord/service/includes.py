@@ -30,7 +30,6 @@ MAX_ROUNDS = 4  # :iterate rounds after the first
 @dataclass(slots=True)
 class Included:
     resources: list[StoredVersion] = field(default_factory=list)
-    unsupported: list[str] = field(default_factory=list)  # e.g. "_include=Observation:*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +89,7 @@ def find_included(
         sources = fresh
         fresh = finder.include(again, sources)
         fresh += finder.revinclude(rev_again, sources)
-    return Included(finder.found, finder.unsupported)
+    return Included(finder.found)
 
 
 class _Finder:
@@ -108,7 +107,6 @@ class _Finder:
         self.defs = defs
         self.seen = {(r.type, r.id) for r in page}
         self.found: list[StoredVersion] = []
-        self.unsupported: list[str] = []
 
     def add(self, version: StoredVersion) -> bool:
         key = (version.type, version.id)

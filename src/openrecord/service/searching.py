@@ -32,7 +32,6 @@ class SearchResult:
     has_more: bool  # another page follows
     parsed: ParsedSearch
     included: list[StoredVersion] = field(default_factory=list)  # _include/_revinclude
-    unsupported: list[str] = field(default_factory=list)  # forms reported, not answered
     next_cursor: str | None = None  # `_cursor` of the next page (None: this is the last)
     previous_cursor: str | None = None
     explain: str | None = None  # SQL and plan (debug setting; for the requester only)
@@ -126,7 +125,7 @@ def run_search(
         return result
     included = find_included(ctx, resources, parsed, records.store, records.defs, records.indexer)
     shown = access.visible(records, ctx, included.resources)  # only what ctx may read
-    return replace(result, included=shown, unsupported=included.unsupported)
+    return replace(result, included=shown)
 
 
 def compartment_filter(
