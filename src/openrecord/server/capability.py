@@ -10,6 +10,7 @@ from openrecord.fhir.definitions import Definitions
 from openrecord.fhir.profiles import known_profiles, profile
 from openrecord.fhir.search_composite import component_defs
 from openrecord.fhir.search_text import TEXT_PARAMS, TEXT_RULE
+from openrecord.server.operations import Operation, registered
 from openrecord.server.terminology import OPERATION_BASE, TERMINOLOGY_OPERATIONS
 
 __all__ = ["SEARCHABLE_KINDS", "US_CORE_SERVER", "capability_statement", "supported_profiles"]
@@ -109,7 +110,8 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
                     {"name": op.lstrip("$"), "definition": OPERATION_BASE + definition}
                     for (on_type, op), definition in TERMINOLOGY_OPERATIONS.items()
                     if on_type == type_name
-                ],
+                ]
+                + [_operation_entry(op) for op in registered() if type_name in op.types],
             }
         )
     return {
@@ -142,6 +144,11 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
                     {"code": "search-system"},
                     {"code": "history-system"},
                 ],
+                **(
+                    {"operation": [_operation_entry(op) for op in system_ops]}
+                    if (system_ops := [op for op in registered() if op.level == "system"])
+                    else {}
+                ),
                 # [base]?… across every type (or `_type=A,B`): the parameters all types have
                 "searchParam": [p for p in per_type[0] if all(p in q for q in per_type[1:])]
                 if per_type
@@ -149,3 +156,10 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
             }
         ],
     }
+
+
+def _operation_entry(op: Operation) -> dict[str, str]:
+    """A CapabilityStatement operation; ours without a published definition point at
+    an OperationDefinition id on this server's own documentation."""
+    definition = op.definition or f"http://openrecord.invalid/OperationDefinition/{op.name}"
+    return {"name": op.name, "definition": definition}

@@ -20,11 +20,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from openrecord.care.glucose.fhir import summary_parameters
 from openrecord.fhir.outcome import FHIRError, Issue, operation_outcome
 from openrecord.fhir.profiles import profile, validate_against
 from openrecord.fhir.search_contained import contained_body
 from openrecord.fhir.summary import SUMMARY_MODES, select_elements, summarize
+from openrecord.server import ops as _feature_operations  # noqa: F401  (registers them)
 from openrecord.server.bundling import history_bundle, searchset
 from openrecord.server.capability import capability_statement
 from openrecord.server.http import (
@@ -37,6 +37,7 @@ from openrecord.server.http import (
     read_json_body,
     wants_pretty,
 )
+from openrecord.server.operations import Level, OperationCall, find_operation
 from openrecord.server.terminology import (
     TERMINOLOGY_OPERATIONS,
     expand_stored,
@@ -46,7 +47,6 @@ from openrecord.server.terminology import (
 from openrecord.service.bundles import BundleProcessor, EntryUrl
 from openrecord.service.clock import from_http_date, http_date, instant, now_micros, parse_instant
 from openrecord.service.context import SecurityContext
-from openrecord.service.glucose import cgm_summary, parse_bound
 from openrecord.service.records import RecordService, WriteResult
 from openrecord.service.reindex import reindex, report_parameters
 from openrecord.store.base import StoredVersion
@@ -127,8 +127,8 @@ class FHIRApi:
                 return await self.history(request, ctx, None, None)
         elif parts[0] == "$reindex" and n == 1 and method == "POST":
             return await self.reindex(request, ctx, None)
-        elif parts[0].startswith("$"):
-            raise FHIRError.of(404, "not-supported", f"operation {parts[0]} is not supported")
+        elif parts[0].startswith("$") and n == 1:
+            return await self.operation(request, ctx, "system", None, None, parts[0])
         else:
             type = parts[0]
             self.records.require_type(type)
@@ -145,6 +145,8 @@ class FHIRApi:
                 return await self.validate(request, ctx, type, None)
             if n == 2 and (type, second) in TERMINOLOGY_OPERATIONS and method in ("GET", "POST"):
                 return await self.terminology(request, type, second)
+            if n == 2 and second.startswith("$"):
+                return await self.operation(request, ctx, "type", type, None, second)
             if n == 2 and not second.startswith(("_", "$")):
                 return await self.instance_level(request, ctx, type, second)
             if n == 3 and parts[2] == "_history" and method == "GET":
@@ -155,10 +157,8 @@ class FHIRApi:
                 return await self.read(request, ctx, type, second, parts[3])
             if n == 3 and (type, parts[2]) == ("ValueSet", "$expand") and method in ("GET", "POST"):
                 return await self.expand_stored(request, ctx, second)
-            if n == 3 and (type, parts[2]) == ("Patient", "$cgm-summary") and method == "GET":
-                return await self.cgm_summary(request, ctx, second)
             if n == 3 and parts[2].startswith("$"):
-                raise FHIRError.of(404, "not-supported", f"operation {parts[2]} is not supported")
+                return await self.operation(request, ctx, "instance", type, second, parts[2])
             if n == 3 and method == "GET":
                 return await self.search(request, ctx, parts[2], compartment=(type, second))
             if n <= 4:
@@ -456,13 +456,23 @@ class FHIRApi:
         answer = await self.blocking(expand_stored, orjson.loads(found.data), inputs)
         return fhir_response(answer, pretty=wants_pretty(request))
 
-    async def cgm_summary(self, request: Request, ctx: SecurityContext, id: str) -> Response:
-        """`Patient/[id]/$cgm-summary?start=&end=`: the consensus CGM metrics of [start, end)."""
-        q = request.query_params
-        start = parse_bound(q.get("start"), "start", self.records.tz)
-        end = parse_bound(q.get("end"), "end", self.records.tz)
-        found = await self.blocking(cgm_summary, self.records, ctx, id, start, end)
-        return fhir_response(summary_parameters(found.summary), pretty=wants_pretty(request))
+    async def operation(
+        self,
+        request: Request,
+        ctx: SecurityContext,
+        level: Level,
+        type: str | None,
+        id: str | None,
+        name: str,
+    ) -> Response:
+        """A registered feature operation (`server/operations.py`), or 404 / 405."""
+        found = find_operation(level, type, name[1:])
+        if not found:
+            raise FHIRError.of(404, "not-supported", f"operation {name} is not supported")
+        for op in found:
+            if request.method in op.methods:
+                return await op.handler(OperationCall(self, request, ctx, type, id))
+        raise FHIRError(405, [Issue("not-supported", f"{request.method} is not allowed on {name}")])
 
     async def reindex(self, request: Request, ctx: SecurityContext, type: str | None) -> Response:
         """`$reindex`: the index of every current resource (of `type`), no new versions."""

@@ -226,6 +226,14 @@ class SqlStore(Store):
                 fetch, query, self.dialect, lambda t, c: self.resolve_pid(fetch, t, c)
             )
 
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self.reader() as fetch:
+            return fetch(sql, list(params))
+
+    @property
+    def backend(self) -> str:
+        return self.dialect.name
+
     def generation(self, type: str) -> int:
         # ORDER BY the (type, seq) index's own order: one index probe whatever plan a
         # prepared statement gets. `max(seq) … WHERE type = $1` under PostgreSQL's
@@ -333,6 +341,10 @@ class BufferedTx(WriteTx):
     def search(self, query: SearchQuery) -> SearchPage:
         self.flush()
         return run_search(self.fetch, query, self.store.dialect, self.pid_for_search)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self.flush()  # FHIR rows first: a state row may refer to them
+        return self.fetch(sql, list(params))
 
     def reindex(
         self, items: Sequence[tuple[StoredVersion, Sequence[IndexEntry]]]

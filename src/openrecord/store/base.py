@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from openrecord.fhir.search_values import IndexEntry
 from openrecord.store.query import SearchQuery
@@ -101,6 +101,12 @@ class WriteTx(ABC):
         """Serialize writers on `key` until commit (conditional create races)."""
 
     @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on a non-FHIR state table (sessions, tokens, jobs, keys)
+        inside this transaction; `?` placeholders on every backend. Returns the rows
+        (none for a statement without a result)."""
+
+    @abstractmethod
     def reindex(
         self, items: Sequence[tuple[StoredVersion, Sequence[IndexEntry]]]
     ) -> list[StoredVersion]:
@@ -150,6 +156,20 @@ class Store(ABC):
     @abstractmethod
     def write(self) -> AbstractContextManager[WriteTx]:
         """Begin a write transaction: commits on normal exit, rolls back on exception."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read a non-FHIR state table outside any transaction (`?` placeholders).
+
+        State tables are created by the migrations in `store/schema.py`; the SQL a
+        feature runs here must be valid on SQLite and PostgreSQL alike. Writes go
+        through `write()` and `WriteTx.execute`, so they share the FHIR transaction.
+        """
+
+    @property
+    @abstractmethod
+    def backend(self) -> str:
+        """ "sqlite" or "postgresql": for the rare statement that differs."""
 
     @abstractmethod
     def iter_current(self, type: str | None = None) -> Iterator[StoredVersion]:

@@ -279,7 +279,8 @@ class PostgresStore(SqlStore):
         with self.pool.connection() as conn:
 
             def fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-                return conn.execute(_pg(sql), params).fetchall()
+                cur = conn.execute(_pg(sql), params)
+                return cur.fetchall() if cur.description is not None else []
 
             if not snapshot:
                 yield fetch
@@ -329,7 +330,8 @@ class PostgresStore(SqlStore):
 class PostgresTx(BufferedTx):
     def __init__(self, store: PostgresStore, conn: Conn) -> None:
         def fetch(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-            return conn.execute(_pg(sql), params).fetchall()
+            cur = conn.execute(_pg(sql), params)
+            return cur.fetchall() if cur.description is not None else []
 
         super().__init__(store, fetch)
         self.pg_store = store
