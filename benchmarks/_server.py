@@ -37,7 +37,8 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
 def running_server(database: str, workers: int = 2) -> Iterator[str]:
     """`openrecord serve` on a free port; yields the root URL (no /fhir)."""
     port = free_port()
-    command = [sys.executable, "-m", "openrecord", "serve", "--database", database]
+    # --open: these benchmarks measure the FHIR API itself (auth_overhead.py measures tokens)
+    command = [sys.executable, "-m", "openrecord", "serve", "--database", database, "--open"]
     command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
     proc = subprocess.Popen(command)
     root = f"http://127.0.0.1:{port}"

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """CGM consensus metrics over one year of 5-minute readings (105,120), per call.
 
-Times `summarize` (every metric incl. LBGI/HBGI, GRI, MAGE, % active), `daily` (365
-per-day summaries) and `hourly`, and beside them a plain numpy mean/SD/TIR of the
+Times `summarize` (every metric incl. LBGI/HBGI, GRI, MAGE, % active), the compact
+storage's paths (`summarize_series` over columns, `summarize_days` over day rows: what
+`$cgm-summary` and the all-patients pass run), `daily` (365 per-day summaries) and
+`hourly`, and beside them a plain numpy mean/SD/TIR of the
 same values in the same run when numpy is importable (it is not an openrecord
 dependency: run under an interpreter that has it, e.g. `PYTHONPATH=src python3 …`).
 
@@ -16,11 +18,19 @@ import math
 import random
 import statistics
 import time
+from array import array
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from openrecord.care.glucose.metrics import daily, glucose_stats, hourly, summarize
+from openrecord.care.glucose.metrics import (
+    daily,
+    glucose_stats,
+    hourly,
+    summarize,
+    summarize_days,
+    summarize_series,
+)
 from openrecord.care.glucose.readings import Reading, datetime_to_us
 
 READINGS = 365 * 288
@@ -39,7 +49,7 @@ def year_of_readings(seed: int = 6) -> list[Reading]:
             70 * math.exp(-(((minute_of_day - m) / 60) ** 2)) for m in (8 * 60, 13 * 60, 19 * 60)
         )
         level += 0.1 * (120 + meal - level) + rng.gauss(0, 4)
-        out.append(Reading(start + i * STEP_US, min(400.0, max(40.0, level))))
+        out.append(Reading(start + i * STEP_US, float(round(min(400.0, max(40.0, level))))))
     return out
 
 
@@ -58,9 +68,18 @@ def main() -> None:
     args = parser.parse_args()
     readings = year_of_readings()
     values = [r.mg_dl for r in readings]
+    times_ms = array("q", [r.time_us // 1000 for r in readings])
+    milli = array("i", [round(r.mg_dl * 1000) for r in readings])
+    first, end = readings[0].time_us, readings[-1].time_us + STEP_US
+    days = [
+        (d, array("i", [t - d for t in times_ms[i : i + 288]]), milli[i : i + 288])
+        for i, d in ((i, times_ms[i] - times_ms[i] % 86_400_000) for i in range(0, READINGS, 288))
+    ]
     print(f"{len(readings):,} readings over 365 days (best of {args.runs})")
     rows = [
         ("summarize (all metrics, 1 year)", lambda: summarize(readings)),
+        ("summarize_series (columns)", lambda: summarize_series(times_ms, milli, first, end)),
+        ("summarize_days (day rows)", lambda: summarize_days(days, first, end)),
         ("glucose_stats (values only)", lambda: glucose_stats(values)),
         ("daily (365 summaries)", lambda: daily(readings)),
         ("hourly (24 groups)", lambda: hourly(readings)),
@@ -78,14 +97,14 @@ def main() -> None:
     except ImportError:
         print("numpy not importable here: numpy comparison skipped")
     else:
-        array = np.asarray(values)
+        vector = np.asarray(values)
         rows.append(
             (
                 "numpy mean/SD/TIR",
                 lambda: (
-                    array.mean(),
-                    array.std(ddof=1),
-                    np.count_nonzero((array >= 70) & (array <= 180)) / array.size,
+                    vector.mean(),
+                    vector.std(ddof=1),
+                    np.count_nonzero((vector >= 70) & (vector <= 180)) / vector.size,
                 ),
             )
         )

@@ -36,6 +36,7 @@ def one_run(folder: Path) -> tuple[float, float]:
             "-m",
             "openrecord",
             "serve",
+            "--open",
             "--database",
             database,
             "--port",

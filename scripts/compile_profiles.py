@@ -14,7 +14,9 @@ or onto a copy of the unsliced element (slices), or onto the element of the data
 walks into (`Patient.identifier.system` from `Identifier.system`). Type slices of a
 choice (`value[x]:valueQuantity`) become the concrete element (`valueQuantity`).
 
-Only what validation needs is kept: per profile {url, type, kind, elements: [...]},
+Only what validation needs is kept: per profile {url, type, kind, context?, elements: [...]}
+(R4 core's own resource profiles, such as vitalsigns, under `bases`: the bases of
+profiles in packages loaded at run time, see `fhir/profile_snapshots.py`),
 plus valueSets[url] = [[system, code]…] for the IGs' value sets that expand over the
 loaded R4 code systems (the others are "not loaded": bindings to them are not checked).
 An element is kept when it constrains more than the R4 base definition does
@@ -271,12 +273,16 @@ class Compiler:
                     }
         order = {eid: i for i, eid in enumerate(snap)}
         elements = sorted(kept.values(), key=lambda x: order[x["id"]])
-        return {
+        out_sd: dict[str, Any] = {
             "url": sd["url"],
             "type": sd["type"],
             "kind": sd.get("kind", "resource"),
             "elements": elements,
         }
+        context = [[c["type"], c["expression"]] for c in sd.get("context", [])]
+        if context:
+            out_sd["context"] = context
+        return out_sd
 
 
 def flatten_concepts(
@@ -345,14 +351,26 @@ def main() -> None:
             pending.remove(sd)
     for s in skipped:
         print("skipped", s)
+    # R4 core's own resource profiles (vitalsigns, bp…): bases for loaded packages'
+    # profiles, not validated against themselves unless a package is loaded
+    bases = {
+        sd["url"]: compiler.compact(sd, compiler.snapshots[sd["url"]])
+        for sd in sorted(core.values(), key=lambda sd: str(sd.get("url")))
+        if sd.get("resourceType") == "StructureDefinition"
+        and sd.get("derivation") == "constraint"
+        and sd.get("kind") == "resource"
+        and "snapshot" in sd
+    }
     value_sets = compile_value_sets(
         [args.shared / "us-core" / "resources", args.shared / "cgm" / "hl7-cgm-ig-examples"]
     )
     data = json.dumps(
-        {"profiles": dict(sorted(out.items())), "valueSets": value_sets}, separators=(",", ":")
+        {"profiles": dict(sorted(out.items())), "bases": bases, "valueSets": value_sets},
+        separators=(",", ":"),
     )
     OUT.write_bytes(gzip.compress(data.encode(), mtime=0))
     print(f"{len(value_sets)} value sets expanded")
+    print(f"{len(bases)} R4 core resource profiles kept as bases")
     print(f"{len(out)} profiles -> {OUT} ({OUT.stat().st_size // 1024} KiB)")
 
 

@@ -50,7 +50,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--open",
         action="store_true",
-        help="no authorization (development only); currently every server is open",
+        help="NO AUTHORIZATION: every request gets full access (development only;"
+        " loopback --host only). Authorization is on by default",
+    )
+    serve.add_argument(
+        "--public-url",
+        default=os.environ.get("OPENRECORD_PUBLIC_URL"),
+        metavar="URL",
+        help="the origin apps reach this server at (https://records.example.org): token"
+        " audience and issuer, OAuth endpoint URLs (default: each request's Host)",
+    )
+    serve.add_argument(
+        "--trusted-issuers",
+        default=os.environ.get("OPENRECORD_TRUSTED_ISSUERS"),
+        metavar="FILE",
+        help='JSON {"issuers": [{"iss": …, "jwks": …}]}: who may sign software statements'
+        " for dynamic client registration",
+    )
+    serve.add_argument(
+        "--require-software-statement",
+        action="store_true",
+        help="dynamic client registration only with a software statement of a trusted issuer",
     )
     serve.add_argument(
         "--max-body-mb",
@@ -102,6 +122,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--subject", metavar="NAME", help="the subject to take from an id,time,gl file of several"
     )
     gimp.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    from openrecord.glucose_cli import add_nightscout_secret_parser
+
+    add_nightscout_secret_parser(glucose_sub, with_database)
+    from openrecord.glucose_cli import add_report_parser
+
+    add_report_parser(glucose_sub, with_database)
+    from openrecord.packages_cli import add_packages_parser
+
+    add_packages_parser(sub, with_database)
+    from openrecord.alerts_cli import add_alerts_parser
+
+    add_alerts_parser(sub, with_database)
+    from openrecord.audit_cli import add_audit_parser
+
+    add_audit_parser(sub, with_database)
+    from openrecord.auth.accounts_cli import add_account_parsers
+    from openrecord.auth.admin_cli import add_admin_parser
+
+    admin_sub = add_admin_parser(sub, with_database)  # admin subcommands: add-client, rotate-keys…
+    add_account_parsers(admin_sub, with_database)  # admin create-user, reset-password
 
     args = parser.parse_args(argv)
     database = args.database or default_database()
@@ -119,9 +159,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "glucose":
         from openrecord.glucose_cli import glucose_import_command
 
-        return glucose_import_command(database, args)
+        handler = getattr(args, "glucose_handler", glucose_import_command)
+        return int(handler(database, args))
     if args.command == "reindex":
         return reindex_command(database, args.types, quiet=args.quiet)
+    if args.command == "audit":
+        from openrecord.audit_cli import audit_command
+
+        return audit_command(database, args)
+    if args.command == "admin":
+        from openrecord.auth.admin_cli import admin_command
+
+        return admin_command(database, args)
+    if args.command == "alerts":
+        from openrecord.alerts_cli import alerts_command
+
+        return alerts_command(database, args)
+    if args.command == "packages":
+        from openrecord.packages_cli import packages_command
+
+        return packages_command(database, args)
     if args.command == "demo":
         from openrecord.demo import demo_files
 
@@ -132,8 +189,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def serve_command(args: argparse.Namespace, database: str) -> int:
     import uvicorn
 
+    from openrecord.auth.admin_cli import apply_auth_options
     from openrecord.store import open_store
 
+    if not apply_auth_options(args):  # --open only on loopback
+        return 2
     # Open once here so migrations run before the workers start.
     open_store(database).close()
     os.environ["OPENRECORD_DATABASE"] = database

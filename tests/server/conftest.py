@@ -33,7 +33,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(database: str, log: Path, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
+def start_server(
+    database: str, log: Path, *extra: str, authorized: bool = False
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """`openrecord serve` on a free port. Test servers run `--open` (they test the FHIR
+    API, not authorization) unless `authorized`: then every request needs a token."""
     port = free_port()
     out = log.open("wb")
     proc = subprocess.Popen(
@@ -48,6 +52,7 @@ def start_server(database: str, log: Path, *extra: str) -> tuple[str, subprocess
             str(port),
             "--log-level",
             "warning",
+            *(() if authorized else ("--open",)),
             *extra,
         ],
         stdout=out,
@@ -55,7 +60,7 @@ def start_server(database: str, log: Path, *extra: str) -> tuple[str, subprocess
         env={**os.environ},
     )
     root = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a loaded machine (shared CI, -n 2) starts slowly
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log.read_text()}")
@@ -79,9 +84,11 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def serving(database: str, log: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serving(
+    database: str, log: Path, *extra: str, authorized: bool = False
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """(FHIR base, process) of a server on `database`, always stopped afterwards."""
-    base, proc = start_server(database, log, *extra)
+    base, proc = start_server(database, log, *extra, authorized=authorized)
     try:
         yield base, proc
     finally:
@@ -89,14 +96,17 @@ def serving(database: str, log: Path, *extra: str) -> Iterator[tuple[str, subpro
 
 
 @contextmanager
-def running_server(backend: str, folder: Path, *extra: str) -> Iterator[Server]:
-    """A server (`serve` options `extra`) on a fresh `backend` database in `folder`.
+def running_server(
+    backend: str, folder: Path, *extra: str, authorized: bool = False
+) -> Iterator[Server]:
+    """A server (`serve` options `extra`) on a fresh `backend` database in `folder`;
+    `authorized`: with the authorization server on (no `--open`).
 
     The server logs to `folder`/server.log; it is stopped and the database dropped afterwards.
     """
     with (
         fresh_database(backend, folder) as database,
-        serving(database, folder / "server.log", *extra) as (base, proc),
+        serving(database, folder / "server.log", *extra, authorized=authorized) as (base, proc),
     ):
         yield Server(base, database, backend, proc)
 

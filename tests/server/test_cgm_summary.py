@@ -266,7 +266,12 @@ def test_reimport_creates_no_duplicates(
     assert after.json() == before.json()
     one = client.get(
         "/Observation",
-        params={"subject": f"Patient/{PATIENT}", "date": "2024-01-01T00:00:00Z"},
+        params={
+            "subject": f"Patient/{PATIENT}",
+            "code": "http://loinc.org|99504-3",
+            "date": "2024-01-01T00:00:00Z",
+        },
     ).json()["entry"]
     assert len(one) == 1
     assert one[0]["resource"]["meta"]["versionId"] == "1"  # unchanged: no new version
+    assert one[0]["resource"]["valueQuantity"]["value"] == 136.57  # the CSV's first row

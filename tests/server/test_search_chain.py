@@ -17,7 +17,7 @@ The records (built once per server):
                    o9 p1 4444-4 (deleted)
     MolecularSeq.  ms variant start 100
     Encounters     e1 p1 at orgA with pr1; e2 p2 at orgB; e3 p3 at orgX
-    AuditEvents    a1 entity o1, agent pr2; a2 entity o2, agent pr1
+    Provenances    a1 target o1, agent pr2; a2 target o2, agent pr1
 
 Every expected result below is worked out from that table.
 """
@@ -87,14 +87,14 @@ def encounter(patient: str, provider: str, **more: Any) -> dict[str, Any]:
     }
 
 
-def audit(entity: dict[str, str], agent: dict[str, str]) -> dict[str, Any]:
+def provenance(target: dict[str, str], agent: dict[str, str]) -> dict[str, Any]:
+    # (AuditEvents are the server's own trail, written by no client: Provenance has the
+    # same shape of references for these tests.)
     return {
-        "resourceType": "AuditEvent",
-        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+        "resourceType": "Provenance",
+        "target": [target],
         "recorded": "2024-01-01T00:00:00Z",
-        "agent": [{"who": agent, "requestor": True}],
-        "source": {"observer": ref("Device", "dev1")},
-        "entity": [{"what": entity}],
+        "agent": [{"who": agent}],
     }
 
 
@@ -215,8 +215,8 @@ def ids(server: Server) -> Ids:
         )
         add("e2", encounter(out["p2"], out["orgB"]))
         add("e3", encounter(out["p3"], out["orgX"]))
-        add("a1", audit(ref("Observation", out["o1"]), ref("Practitioner", out["pr2"])))
-        add("a2", audit(ref("Observation", out["o2"]), ref("Practitioner", out["pr1"])))
+        add("a1", provenance(ref("Observation", out["o1"]), ref("Practitioner", out["pr2"])))
+        add("a2", provenance(ref("Observation", out["o2"]), ref("Practitioner", out["pr1"])))
         for key, type in (("p4", "Patient"), ("orgX", "Organization"), ("o9", "Observation")):
             delete(c, type, out[key])
     out["p2.lastUpdated"] = meta["p2"]
@@ -391,7 +391,7 @@ def test_nested_has_and_chains_inside(client: httpx.Client, ids: Ids) -> None:
     found = matches(
         client,
         "/Patient",
-        ("_has:Observation:patient:_has:AuditEvent:entity:agent", f"Practitioner/{ids['pr2']}"),
+        ("_has:Observation:patient:_has:Provenance:target:agent", f"Practitioner/{ids['pr2']}"),
     )
     assert found == keys(ids, "p1")
     found = matches(

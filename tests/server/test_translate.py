@@ -2,8 +2,9 @@
 
 Expected mappings were read by hand from the ConceptMap JSON in the R4 core package
 (hl7.fhir.r4.core 4.0.1): cm-administrative-gender-v2, cm-name-use-v2/-v3,
-sc-observation-status, 102 (v2 specimen type to SNOMED CT, with products and
-`unmatched` entries) and example2 (a mapping that depends on another element).
+sc-observation-status, 101 (address use, an `unmapped` fixed code), 102 (v2 specimen
+type to SNOMED CT, with products and `unmatched` entries) and example2 (a mapping that
+depends on another element).
 """
 
 from __future__ import annotations
@@ -116,6 +117,114 @@ def test_translate_products_and_unmatched(client: httpx.Client) -> None:
     assert [(m["equivalence"], m["concept"]) for m in matches(orl)] == [("unmatched", None)]
 
 
+def test_translate_reverse_inverts_the_equivalence(client: httpx.Client) -> None:
+    # cm-administrative-gender-v2 maps other -> A and other -> O, both "wider"
+    body = translate(
+        client,
+        url=CM + "cm-administrative-gender-v2",
+        system=V2_SEX,
+        code="A",
+        reverse="true",
+    ).json()
+    assert value(body, "result") is True
+    assert matches(body) == [
+        {
+            "equivalence": "narrower",
+            "concept": (GENDER, "other"),
+            "source": CM + "cm-administrative-gender-v2",
+            "products": [],
+        }
+    ]
+    # by value sets: reverse reads source and target the other way round
+    by_sets = translate(
+        client,
+        source="http://terminology.hl7.org/ValueSet/v2-0001",
+        target="http://hl7.org/fhir/ValueSet/administrative-gender",
+        system=V2_SEX,
+        code="M",
+        reverse="true",
+    ).json()
+    assert [(m["equivalence"], m["concept"]) for m in matches(by_sets)] == [
+        ("equal", (GENDER, "male"))
+    ]
+
+
+def test_translate_with_a_dependency_that_holds(client: httpx.Client) -> None:
+    # example2: code -> code2 (equivalent) when property-value/example is example3#some-code
+    def posted(dependency_code: str) -> dict[str, Any]:
+        r = client.post(
+            "/ConceptMap/$translate",
+            json={
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "url", "valueUri": CM + "example2"},
+                    {"name": "system", "valueUri": "http://example.org/fhir/example1"},
+                    {"name": "code", "valueCode": "code"},
+                    {
+                        "name": "dependency",
+                        "part": [
+                            {
+                                "name": "element",
+                                "valueUri": "http://example.org/fhir/property-value/example",
+                            },
+                            {
+                                "name": "concept",
+                                "valueCodeableConcept": {
+                                    "coding": [
+                                        {
+                                            "system": "http://example.org/fhir/example3",
+                                            "code": dependency_code,
+                                        }
+                                    ]
+                                },
+                            },
+                        ],
+                    },
+                ],
+            },
+        )
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        return body
+
+    held = posted("some-code")
+    assert value(held, "result") is True
+    assert [(m["equivalence"], m["concept"]) for m in matches(held)] == [
+        ("equivalent", ("http://example.org/fhir/example2", "code2"))
+    ]
+    other = posted("another-code")
+    assert value(other, "result") is False and matches(other) == []
+    assert "dependsOn" in value(other, "message")
+
+
+def test_translate_unmapped_fixed_code(client: httpx.Client) -> None:
+    # ConceptMap 101 (address-use -> v3 AddressUse) lists home, work, temp and old;
+    # its group's unmapped rule is mode=fixed, code temp
+    body = translate(
+        client, url=CM + "101", system="http://hl7.org/fhir/address-use", code="billing"
+    ).json()
+    assert value(body, "result") is True
+    assert [(m["equivalence"], m["concept"]) for m in matches(body)] == [
+        ("inexact", ("http://terminology.hl7.org/CodeSystem/v3-AddressUse", "temp"))
+    ]
+    # a listed code is not unmapped, even when its only target is disjoint
+    old = translate(
+        client, url=CM + "101", system="http://hl7.org/fhir/address-use", code="old"
+    ).json()
+    assert [(m["equivalence"], m["concept"]) for m in matches(old)] == [
+        ("disjoint", ("http://terminology.hl7.org/CodeSystem/v3-AddressUse", "BAD"))
+    ]
+    assert value(old, "result") is False
+
+
+def test_translate_unmapped_to_a_map_not_loaded(client: httpx.Client) -> None:
+    # example2's unmapped rule points to map2, which the core package does not hold
+    body = translate(
+        client, url=CM + "example2", system="http://example.org/fhir/example1", code="other"
+    ).json()
+    assert value(body, "result") is False and matches(body) == []
+
+
 def test_translate_leaves_out_mappings_with_dependencies(client: httpx.Client) -> None:
     body = translate(
         client, url=CM + "example2", system="http://example.org/fhir/example1", code="code"
@@ -152,8 +261,9 @@ def test_translate_errors(client: httpx.Client) -> None:
     assert no_system.status_code == 400
     no_code = translate(client, url=CM + "cm-administrative-gender-v2", system=GENDER)
     assert no_code.status_code == 400
-    reverse = translate(client, system=GENDER, code="male", reverse="true")
+    reverse = translate(client, system=GENDER, code="male", reverse="maybe")
     assert reverse.status_code == 400
+    assert reverse.json()["issue"][0]["expression"] == ["reverse"]
 
 
 def test_capability_statement_lists_translate(client: httpx.Client) -> None:

@@ -118,6 +118,11 @@ def _search(
     return records.search(ctx, type, [(k, v) for k, v in params], **kw)
 
 
+def _data(entries: list[Any]) -> list[Any]:
+    """History entries other than AuditEvents (every access adds one)."""
+    return [e for e in entries if e.type != "AuditEvent"]
+
+
 def _status(call: Any, *args: Any, **kwargs: Any) -> int:
     with pytest.raises(FHIRError) as err:
         call(*args, **kwargs)
@@ -239,15 +244,25 @@ def test_chains_and_has_stay_in_the_compartment(records: RecordService) -> None:
         "Observation/obs-b-lab",
         "Observation/obs-b-cross",
     }
-    assert _keys(_search(records, ALPHA, "Observation", bravo_by_name)) == set()
+    # a chain's inner resources are not limited to the compartment: patient-level
+    # contexts may not chain (obs-b-cross's Encounter is Alpha's, its subject Bravo)
+    assert _status(_search, records, ALPHA, "Observation", bravo_by_name) == 403
     alpha_by_name = "subject:Patient.name=Alpha"
-    assert len(_keys(_search(records, ALPHA, "Observation", alpha_by_name))) == 2
+    assert _status(_search, records, ALPHA, "Observation", alpha_by_name) == 403
+    probe = "encounter:Encounter.subject:Patient.name=Bravo"
+    assert _status(_search, records, ALPHA, "Observation", probe) == 403
+    assert _keys(_search(records, SecurityContext.of("user/*.rs"), "Observation", probe)) == {
+        "Observation/obs-b-vital",
+        "Observation/obs-b-lab",
+    }
     has = "_has:Observation:subject:code=http://loinc.org|8867-4"
     assert _keys(_search(records, OPEN, "Patient", has)) == {"Patient/pat-a", "Patient/pat-b"}
+    # Patient?_has through a compartment link finds only the patient's own resources
     assert _keys(_search(records, ALPHA, "Patient", has)) == {"Patient/pat-a"}
+    # _has from another type could reach Bravo's obs-b-cross through Alpha's Encounter
+    cross = "_has:Observation:encounter:code=http://loinc.org|8867-4"
+    assert _status(_search, records, ALPHA, "Encounter", cross) == 403
     # the inner type of a chain or _has needs search rights of its own
-    only_obs = SecurityContext.of("patient/Observation.rs", patient="pat-a")
-    assert _status(_search, records, only_obs, "Observation", alpha_by_name) == 403
     only_patient = SecurityContext.of("patient/Patient.rs", patient="pat-a")
     assert _status(_search, records, only_patient, "Patient", has) == 403
 
@@ -266,8 +281,9 @@ def test_history_stays_in_the_compartment(records: RecordService) -> None:
         "Observation/obs-a-lab/1",
     }
     everything = records.history(ALPHA, None, count=100)
-    assert {f"{e.type}/{e.id}" for e in everything.entries} == A_OWN
-    assert len(records.history(OPEN, None, count=100).entries) == 13
+    # system history lists the audit trail's events too (service/audit.py)
+    assert {f"{e.type}/{e.id}" for e in _data(everything.entries)} == A_OWN
+    assert len(_data(records.history(OPEN, None, count=100).entries)) == 13
 
 
 # -- writes --------------------------------------------------------------------------
@@ -358,7 +374,7 @@ def test_system_scope_sees_everything(records: RecordService) -> None:
     }
     assert records.read(system, "Practitioner", "doc").id == "doc"
     assert records.read(system, "Observation", "obs-b-lab").id == "obs-b-lab"
-    assert len(records.history(system, None, count=100).entries) == 13
+    assert len(_data(records.history(system, None, count=100).entries)) == 13
     new = _observation("x", "pat-a", "vital-signs", "enc-a")
     del new["id"]
     assert _status(records.create, system, "Observation", new) == 403
@@ -370,3 +386,18 @@ def test_unrestricted_context_is_unchanged(records: RecordService) -> None:
     assert records.read(OPEN, "Practitioner", "doc").id == "doc"
     history = records.history(OPEN, "Observation")
     assert history.total == 6
+
+
+def test_a_list_of_another_patient_is_not_read_for_a_search(records: RecordService) -> None:
+    bravo_list = {
+        "resourceType": "List",
+        "id": "list-b",
+        "status": "current",
+        "mode": "working",
+        "subject": {"reference": "Patient/pat-b"},
+        "entry": [{"item": {"reference": "Observation/obs-a-lab"}}],
+    }
+    records.update(OPEN, "List", "list-b", bravo_list)
+    assert _keys(_search(records, OPEN, "Observation", "_list=list-b")) == {"Observation/obs-a-lab"}
+    # Alpha may not learn what Bravo's List holds, not even about Alpha's own data
+    assert _keys(_search(records, ALPHA, "Observation", "_list=list-b")) == set()

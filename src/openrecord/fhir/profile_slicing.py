@@ -1,9 +1,10 @@
 """Slice assignment for profile validation: which slice each repeated item belongs to.
 
 Discriminators of type value, pattern, type, profile and exists are evaluated on a
-small FHIRPath subset (element names, `ofType(T)`, `extension('url')`, `$this`);
-`resolve()` cannot be followed without a store, so such slicings are reported as not
-checked. Extension slices without a declared slicing are sliced by URL, the URL being
+small FHIRPath subset (element names, `ofType(T)`, `extension('url')`, `$this`,
+`resolve()`). `resolve()` follows references to contained resources and to entries
+of the Bundle being validated; a slicing whose references lead elsewhere (to the
+store) is reported as not checked. Extension slices without a declared slicing are sliced by URL, the URL being
 the extension's profile.
 """
 
@@ -30,27 +31,31 @@ _URL_SLICING = (("value", "url"),)
 
 
 def assign_slices(
-    elem: ProfileElement, items: list[Item], res: Any
+    elem: ProfileElement, items: list[Item], res: Any, walk: ProfileWalk
 ) -> tuple[dict[str, list[Item]], set[int], str | None]:
     """Items per slice id, indexes matching no slice, or the discriminator we cannot run."""
     discriminators = elem.discriminators
     if not discriminators and elem.name in ("extension", "modifierExtension"):
         discriminators = _URL_SLICING
     for _, path in discriminators:
-        if "resolve()" in path:
+        if "resolve()" in path and any(
+            walk.resolve(_reference_of(value), res) is None for value, _ in items
+        ):
             return {}, set(), path
     assigned: dict[str, list[Item]] = {}
     unmatched: set[int] = set()
     for index, (value, path) in enumerate(items):
         candidates = [
-            sl for sl in elem.slices if all(_matches(sl, d, value, res) for d in discriminators)
+            sl
+            for sl in elem.slices
+            if all(_matches(sl, d, value, res, walk) for d in discriminators)
         ]
         if not candidates:
             unmatched.add(index)
             continue
         chosen = candidates[0]
         if len(candidates) > 1:
-            chosen = next((sl for sl in candidates if _conforms(sl, value, res)), chosen)
+            chosen = next((sl for sl in candidates if _conforms(sl, value, res, walk)), chosen)
         assigned.setdefault(chosen.id, []).append((value, path))
     return assigned, unmatched, None
 
@@ -61,11 +66,26 @@ def _tokens(path: str) -> list[tuple[str, str | None]]:
     return [(m.group(1), m.group(2)) for m in _TOKEN.finditer(path)]
 
 
+def _reference_of(value: Any) -> Any:
+    return value.get("reference") if isinstance(value, dict) else None
+
+
 def _descend(start: ProfileElement, path: str) -> list[ProfileElement]:
-    """The element(s) a discriminator path lands on within a slice, through type profiles."""
+    """The element(s) a discriminator path lands on within a slice, through type profiles
+    (and through the target profiles of a reference, for `resolve()`)."""
     current = [start]
     for name, arg in _tokens(path):
         if name == "ofType":
+            continue
+        if name == "resolve":
+            roots = [
+                prof.root
+                for el in current
+                for t in el.types
+                for url in t.target_profiles
+                if (prof := profile(url)) is not None
+            ]
+            current = roots
             continue
         nxt: list[ProfileElement] = []
         for el in current:
@@ -87,11 +107,16 @@ def _descend(start: ProfileElement, path: str) -> list[ProfileElement]:
     return current
 
 
-def _navigate(value: Any, path: str) -> list[Any]:
+def _navigate(value: Any, path: str, res: Any, walk: ProfileWalk) -> list[Any]:
     values = [value]
     for name, arg in _tokens(path):
         out: list[Any] = []
         for v in values:
+            if name == "resolve":
+                found = walk.resolve(_reference_of(v), res)
+                if found is not None:
+                    out.append(found)
+                continue
             if name == "ofType":
                 if isinstance(v, dict) and v.get("resourceType") == (arg or "").strip():
                     out.append(v)
@@ -116,10 +141,12 @@ def _extension_urls(sl: ProfileElement) -> set[str]:
     return urls
 
 
-def _matches(sl: ProfileElement, disc: tuple[str, str], value: Any, res: Any) -> bool:
+def _matches(
+    sl: ProfileElement, disc: tuple[str, str], value: Any, res: Any, walk: ProfileWalk
+) -> bool:
     kind, path = disc
     targets = _descend(sl, path)
-    found = _navigate(value, path)
+    found = _navigate(value, path, res, walk)
     if kind in ("value", "pattern"):
         if path == "url" and sl.name in ("extension", "modifierExtension"):
             urls = _extension_urls(sl)
@@ -141,7 +168,7 @@ def _matches(sl: ProfileElement, disc: tuple[str, str], value: Any, res: Any) ->
         return bool(kinds & codes) or "Resource" in codes
     if kind == "profile":
         wanted = [p for el in targets for t in el.types for p in t.profiles if profile(p)]
-        return not wanted or any(ProfileWalk().conforms(v, wanted, "", res) for v in found)
+        return not wanted or any(walk.sub().conforms(v, wanted, "", res) for v in found)
     if kind == "exists":
         if not targets:
             return True
@@ -163,8 +190,8 @@ def _in_required_binding(targets: list[ProfileElement], found: list[Any]) -> boo
     return False
 
 
-def _conforms(sl: ProfileElement, value: Any, res: Any) -> bool:
+def _conforms(sl: ProfileElement, value: Any, res: Any, walk: ProfileWalk) -> bool:
     """Whether `value` meets the slice's own rules (to choose between matching slices)."""
-    walk = ProfileWalk()
-    walk.check(sl, [(value, "")], "", res)
-    return not any(i.severity == "error" for i in walk.issues)
+    sub = walk.sub()
+    sub.check(sl, [(value, "")], "", res)
+    return not any(i.severity == "error" for i in sub.issues)

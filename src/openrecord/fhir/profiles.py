@@ -3,12 +3,16 @@
 Base R4 validation (`fhir/validation.py`) stays where it is and should run first; this
 adds what a profile constrains beyond the base definition: cardinality, fixed and
 pattern values, types and their profiles, reference target profiles, slicing,
-extensions by URL, bindings by strength, FHIRPath invariants and must-support.
+extensions by URL (and by context, `profile_extensions`), bindings by strength,
+FHIRPath invariants and must-support. References resolve to contained resources and
+to the entries of a Bundle being validated.
 
-The profiles are compiled with generated snapshots by `scripts/compile_profiles.py`
-into `_generated/profiles.json.gz`, which keeps only elements that constrain more than
-the base (and their ancestors), so a walk visits only what the profile says.
-Discriminators, element lookup and matching helpers live in `profile_slicing`.
+The shipped profiles are compiled with generated snapshots by
+`scripts/compile_profiles.py` into `_generated/profiles.json.gz`, which keeps only
+elements that constrain more than the base (and their ancestors), so a walk visits
+only what the profile says; profiles of loaded packages are built into the same form
+at start-up (`profile_snapshots`, `register_profiles`). Discriminators, element lookup
+and matching helpers live in `profile_slicing`.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ __all__ = [
     "Profile",
     "ProfileElement",
     "ProfileWalk",
+    "base_profile",
     "codes_in_value_set",
     "codings_of",
     "known_profiles",
     "matches_pattern",
     "profile",
     "profile_type",
+    "raw_profile",
+    "register_profiles",
     "validate_against",
 ]
 
@@ -94,9 +101,41 @@ def _compiled_data() -> dict[str, Any]:
     return data
 
 
+# Profiles of packages loaded at run time (`openrecord packages add`), by URL. The
+# compiled ones (US Core, HL7 CGM IG: shipped) win over a loaded copy of the same URL.
+_loaded: dict[str, dict[str, Any]] = {}
+
+
 def _raw_profiles() -> dict[str, dict[str, Any]]:
     profiles: dict[str, dict[str, Any]] = _compiled_data()["profiles"]
     return profiles
+
+
+def raw_profile(url: str) -> dict[str, Any] | None:
+    """The compact snapshot of profile `url` (shipped first, then loaded), or None."""
+    bare = url.split("|")[0]
+    return _raw_profiles().get(bare) or _loaded.get(bare)
+
+
+def base_profile(url: str) -> dict[str, Any] | None:
+    """A profile that other profiles may derive from: any profile, or R4 core's own
+    resource profiles (vitalsigns, bp…), which are not validated against by themselves."""
+    found = raw_profile(url)
+    if found is None:
+        bases: dict[str, dict[str, Any]] = _compiled_data().get("bases", {})
+        found = bases.get(url.split("|")[0])
+    return found
+
+
+def register_profiles(compacts: list[dict[str, Any]]) -> list[str]:
+    """Make loaded profiles validatable; returns the URLs added (shipped ones are kept)."""
+    added = []
+    for c in compacts:
+        if c["url"] not in _raw_profiles():
+            _loaded[c["url"]] = c
+            added.append(c["url"])
+    profile.cache_clear()
+    return added
 
 
 @cache
@@ -120,14 +159,14 @@ def codes_in_value_set(url: str, codings: list[tuple[str | None, str]]) -> bool 
 
 
 def known_profiles() -> list[str]:
-    """The canonical URLs of every compiled profile."""
-    return sorted(_raw_profiles())
+    """The canonical URLs of every profile: compiled (shipped) and loaded."""
+    return sorted({*_raw_profiles(), *_loaded})
 
 
 @cache
 def profile(url: str) -> Profile | None:
     """The compiled profile `url` (a `|version` suffix is ignored), or None."""
-    raw = _raw_profiles().get(url.split("|")[0])
+    raw = raw_profile(url)
     if raw is None:
         return None
     by_id: dict[str, ProfileElement] = {}
@@ -202,9 +241,27 @@ def validate_against(resource: Any, profile_url: str) -> list[Issue]:
                 "invalid", f"profile {prof.url!r} is for {prof.type}, not {rtype}", "error", rtype
             )
         ]
-    walk = ProfileWalk()
+    walk = ProfileWalk(bundle_index(resource) if rtype == "Bundle" else None)
     walk.check(prof.root, [(resource, rtype)], rtype, resource)
-    return walk.issues
+    from openrecord.fhir.profile_extensions import extension_context_issues
+
+    return walk.issues + extension_context_issues(resource)
+
+
+def bundle_index(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The Bundle's entry resources by fullUrl and by `Type/id` (references resolve there)."""
+    index: dict[str, dict[str, Any]] = {}
+    for entry in bundle.get("entry") or []:
+        res = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(res, dict):
+            continue
+        full = entry.get("fullUrl")
+        if isinstance(full, str):
+            index[full] = res
+        rtype, rid = res.get("resourceType"), res.get("id")
+        if isinstance(rtype, str) and isinstance(rid, str):
+            index.setdefault(f"{rtype}/{rid}", res)
+    return index
 
 
 # ---------------------------------------------------------------------------------------
@@ -216,8 +273,34 @@ Item = tuple[Any, str]  # a value and its FHIRPath location
 class ProfileWalk:
     """One validation run: the issues found so far."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        bundle: dict[str, dict[str, Any]] | None = None,
+        visiting: frozenset[int] = frozenset(),
+    ) -> None:
         self.issues: list[Issue] = []
+        self.bundle = bundle  # the Bundle being validated: where references resolve
+        self.visiting = visiting  # resources being checked up the stack (reference cycles)
+
+    def sub(self, also: Any = None) -> ProfileWalk:
+        """A walk of its own issues that resolves references like this one."""
+        visiting = self.visiting if also is None else self.visiting | {id(also)}
+        return ProfileWalk(self.bundle, visiting)
+
+    def resolve(self, reference: Any, res: Any) -> dict[str, Any] | None:
+        """The resource a literal reference points to, if it is contained or in the Bundle."""
+        if not isinstance(reference, str):
+            return None
+        if reference.startswith("#"):
+            return _contained(res, reference[1:])
+        if not self.bundle:
+            return None
+        found = self.bundle.get(reference)
+        if found is None:
+            parts = reference.split("/_history/")[0].split("/")
+            if len(parts) >= 2:
+                found = self.bundle.get(f"{parts[-2]}/{parts[-1]}")
+        return found
 
     def add(self, code: str, message: str, severity: Severity, path: str) -> None:
         self.issues.append(Issue(code, message, severity, path))
@@ -290,7 +373,7 @@ class ProfileWalk:
         for url in urls:
             prof = profile(url)
             assert prof is not None
-            sub = ProfileWalk()
+            sub = self.sub()
             is_resource = isinstance(value, dict) and "resourceType" in value
             if is_resource and value["resourceType"] != prof.type:
                 sub.add("structure", f"{prof.url!r} is for {prof.type}", "error", path)
@@ -305,28 +388,31 @@ class ProfileWalk:
         return False
 
     def reference(self, ref: dict[str, Any], targets: list[str], path: str, res: Any) -> None:
+        """The target's type, and when the reference resolves (contained, or an entry of
+        the Bundle being validated) its conformance to the target profiles."""
         target = ref.get("reference")
         if not isinstance(target, str):
             return
         allowed = {profile_type(t) for t in targets}
-        if target.startswith("#"):
-            contained = _contained(res, target[1:])
-            if contained is None:
+        resolved = self.resolve(target, res)
+        if resolved is None:
+            if target.startswith("#"):
                 return
-            rtype = contained.get("resourceType")
-            known = [t for t in targets if profile(t) is not None and profile_type(t) == rtype]
-            if rtype not in allowed and "Resource" not in allowed:
-                self.add("structure", _wrong_target(rtype, targets), "error", path)
-            elif known:
-                sub = ProfileWalk()
-                if not sub.conforms(contained, known, f"{path}.resolve()", contained):
-                    self.add("structure", _wrong_target(rtype, targets), "error", path)
+            parts = target.split("/_history/")[0].split("/")
+            rtype = parts[-2] if len(parts) >= 2 else None
+            if rtype is None or "Resource" in allowed or rtype in allowed:
+                return
+            self.add("structure", _wrong_target(rtype, targets), "error", f"{path}.reference")
             return
-        parts = target.split("/_history/")[0].split("/")
-        rtype = parts[-2] if len(parts) >= 2 else None
-        if rtype is None or "Resource" in allowed or rtype in allowed:
+        rtype = resolved.get("resourceType")
+        if rtype not in allowed and "Resource" not in allowed:
+            self.add("structure", _wrong_target(rtype, targets), "error", path)
             return
-        self.add("structure", _wrong_target(rtype, targets), "error", f"{path}.reference")
+        known = [t for t in targets if profile(t) is not None and profile_type(t) == rtype]
+        if not known or id(resolved) in self.visiting:
+            return
+        if not self.sub(resolved).conforms(resolved, known, f"{path}.resolve()", resolved):
+            self.add("structure", _wrong_target(rtype, targets), "error", path)
 
     # -- bindings ------------------------------------------------------------------------
 
@@ -372,7 +458,7 @@ class ProfileWalk:
     def slicing(self, elem: ProfileElement, items: list[Item], where: str, res: Any) -> None:
         from openrecord.fhir.profile_slicing import assign_slices
 
-        assigned, unmatched, unsupported = assign_slices(elem, items, res)
+        assigned, unmatched, unsupported = assign_slices(elem, items, res, self)
         if unsupported:
             self.add(
                 "informational",

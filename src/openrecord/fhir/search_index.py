@@ -108,6 +108,7 @@ class IndexExtractor:
         self.tz = tz
         self.fallback_only = fallback_only
         self._plans: dict[str, tuple[_Step, ...]] = {}
+        self._subplans: dict[tuple[str, frozenset[str]], tuple[_Step, ...]] = {}
         self._converters: dict[tuple[str, str, str | None], Converter | None] = {}
         self._by_url = {p.url: p for params in defs.search_params.values() for p in params.values()}
         self.native_expressions = 0
@@ -141,16 +142,22 @@ class IndexExtractor:
         if step is None:
             raise ValueError(f"the expression yields no values a {sp.type} parameter can index")
 
-    def extract(self, resource: dict[str, Any]) -> list[IndexEntry]:
-        """The index entries of `resource`, each distinct (param, value) once."""
+    def extract(
+        self, resource: dict[str, Any], only: frozenset[str] | None = None
+    ) -> list[IndexEntry]:
+        """The index entries of `resource`, each distinct (param, value) once; `only`:
+        of these parameters alone (an access check needs a few, not all)."""
         rtype = resource.get("resourceType")
         if type(rtype) is not str:
             return []
-        plan = self._plans.get(rtype)
+        plan = self._plans.get(rtype) if only is None else self._subplans.get((rtype, only))
         if plan is None:
             if rtype not in self.defs.search_params:
                 return []
             plan = self._plan(rtype)
+            if only is not None:
+                plan = tuple(step for step in plan if step.code in only)
+                self._subplans[(rtype, only)] = plan
         items = [resource]
         memo: dict[Hashable, list[SearchValue]] = {}
         entries: list[IndexEntry] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from openrecord.auth.oauth_endpoints import AuthConfig, load_trusted_issuers
 from openrecord.server.app import Application, ServerConfig, create_app
 from openrecord.service.clock import configured_timezone
 from openrecord.service.profile_policy import profile_policy
@@ -29,5 +30,12 @@ def app_from_env() -> Application:
             debug_search=debug_search,
             profiles=profiles,
             tz=configured_timezone(),
+            open=os.environ.get("OPENRECORD_OPEN", "") == "1",
+            auth=AuthConfig(
+                public_url=os.environ.get("OPENRECORD_PUBLIC_URL") or None,
+                trusted_issuers=load_trusted_issuers(os.environ.get("OPENRECORD_TRUSTED_ISSUERS")),
+                require_software_statement=os.environ.get("OPENRECORD_REQUIRE_SOFTWARE_STATEMENT")
+                == "1",
+            ),
         )
     )

@@ -51,7 +51,20 @@ def supported_profiles() -> dict[str, list[str]]:
     return by_type
 
 
-def capability_statement(defs: Definitions, base_url: str, software_date: str) -> dict[str, Any]:
+OPEN_SECURITY = {
+    "description": "OPEN MODE (development only): no authorization, every request has full"
+    " access to every record. Never expose this server beyond this machine."
+}
+
+
+def capability_statement(
+    defs: Definitions,
+    base_url: str,
+    software_date: str,
+    security: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`security`: the rest.security block (SMART on FHIR, auth/oauth_endpoints.py);
+    None when the server runs open."""
     profiles = supported_profiles()
     # _include: a type's own reference parameters; _revinclude: others' that may target it.
     includes: dict[str, list[str]] = {}
@@ -129,9 +142,7 @@ def capability_statement(defs: Definitions, base_url: str, software_date: str) -
         "rest": [
             {
                 "mode": "server",
-                "security": {
-                    "description": "No authorization: this server runs in open (development) mode."
-                },
+                "security": security or OPEN_SECURITY,
                 "resource": resources,
                 # Compartment search: [Compartment]/[id]/[type]?… and [Compartment]/[id]/*.
                 "compartment": [

@@ -25,7 +25,14 @@ from openrecord.service.context import SecurityContext
 if TYPE_CHECKING:
     from openrecord.server.rest import FHIRApi
 
-__all__ = ["Operation", "OperationCall", "find_operation", "operation", "registered"]
+__all__ = [
+    "Operation",
+    "OperationCall",
+    "find_operation",
+    "negotiates_itself",
+    "operation",
+    "registered",
+]
 
 Level = Literal["system", "type", "instance"]
 T = TypeVar("T")
@@ -58,6 +65,9 @@ class Operation:
     methods: tuple[str, ...]
     handler: Handler
     definition: str | None  # canonical URL of the OperationDefinition, if any
+    # Answers documents (SVG, PDF…) as well as FHIR JSON, so it reads `_format` and
+    # `Accept` itself instead of the API's JSON-only negotiation.
+    negotiates: bool = False
 
 
 _REGISTRY: list[Operation] = []
@@ -70,11 +80,12 @@ def operation(
     types: tuple[str, ...] = (),
     methods: tuple[str, ...] = ("GET", "POST"),
     definition: str | None = None,
+    negotiates: bool = False,
 ) -> Callable[[Handler], Handler]:
     """Register `handler` as `$name` at `level` on `types`."""
 
     def register(handler: Handler) -> Handler:
-        _REGISTRY.append(Operation(name, level, types, methods, handler, definition))
+        _REGISTRY.append(Operation(name, level, types, methods, handler, definition, negotiates))
         return handler
 
     return register
@@ -90,6 +101,12 @@ def find_operation(level: Level, type: str | None, name: str) -> list[Operation]
         and op.level == level
         and (level == "system" or not op.types or type in op.types)
     ]
+
+
+def negotiates_itself(path: str) -> bool:
+    """Whether the URL path ends in an operation that negotiates its own media type."""
+    last = path.rsplit("/", 1)[-1]
+    return last.startswith("$") and any(op.negotiates and op.name == last[1:] for op in _REGISTRY)
 
 
 def registered() -> tuple[Operation, ...]:

@@ -2,6 +2,20 @@
 
 from __future__ import annotations
 
-from openrecord.server import ops_glucose
+from openrecord.server import (
+    ops_agp,
+    ops_alerts,
+    ops_cgm_submit,
+    ops_everything,
+    ops_glucose,
+    ops_vitals,
+)
 
-__all__ = ["ops_glucose"]
+__all__ = [
+    "ops_agp",
+    "ops_alerts",
+    "ops_cgm_submit",
+    "ops_everything",
+    "ops_glucose",
+    "ops_vitals",
+]

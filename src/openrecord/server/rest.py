@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -37,7 +37,12 @@ from openrecord.server.http import (
     read_json_body,
     wants_pretty,
 )
-from openrecord.server.operations import Level, OperationCall, find_operation
+from openrecord.server.operations import (
+    Level,
+    OperationCall,
+    find_operation,
+    negotiates_itself,
+)
 from openrecord.server.terminology import (
     TERMINOLOGY_OPERATIONS,
     expand_stored,
@@ -79,11 +84,17 @@ class FHIRApi:
         self.bundles = BundleProcessor(records, self.bundle_read)
         self.started = instant(now_micros())
         self.open_context = SecurityContext.open()
+        # Set by the authorization server (auth/oauth_endpoints.py) unless the server
+        # runs --open: the request's bearer token → its context (401 otherwise), and
+        # the CapabilityStatement's rest.security block.
+        self.authenticate: Callable[[Request], Awaitable[SecurityContext]] | None = None
+        self.security: Callable[[Request], dict[str, Any]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            negotiate(request)
+            if not negotiates_itself(request.url.path):
+                negotiate(request)
             response = await self.dispatch(request)
         except FHIRError as err:
             response = outcome_response(
@@ -112,7 +123,9 @@ class FHIRApi:
         path = request.url.path[len(self.config.base_path) :]
         parts = [unquote(p) for p in path.split("/") if p]
         method = request.method
-        ctx = self.open_context  # until authorization lands, every request is unrestricted
+        ctx = self.open_context  # --open: every request is unrestricted
+        if self.authenticate is not None and parts != ["metadata"]:
+            ctx = await self.authenticate(request)
         n = len(parts)
         if n == 0:
             if method == "POST":
@@ -482,7 +495,8 @@ class FHIRApi:
 
     def metadata(self, request: Request) -> Response:
         defs = self.records.params.sync().defs  # custom search parameters included
-        statement = capability_statement(defs, self.base_url(request), self.started)
+        security = self.security(request) if self.security is not None else None
+        statement = capability_statement(defs, self.base_url(request), self.started, security)
         mode = request.query_params.get("mode")
         if mode not in (None, "full", "normative", "terminology"):
             raise FHIRError.of(400, "invalid", f"mode {mode!r} is not supported", "mode")

@@ -14,7 +14,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from openrecord.fhir.concept_maps import Translation
+from openrecord.fhir.concept_maps import Dependency, Translation
 from openrecord.fhir.concept_maps import translate as translate_code
 from openrecord.fhir.outcome import FHIRError
 from openrecord.fhir.terminology import Expansion, Terminology, terminology
@@ -53,6 +53,16 @@ async def operation_input(request: Request, max_body_bytes: int) -> Inputs:
             given = next((v for k, v in part.items() if k.startswith("value")), None)
             if isinstance(part_name, str) and given is not None:
                 found.setdefault(part_name, given)
+            elif isinstance(part_name, str) and isinstance(part.get("part"), list):
+                # a parameter of parts (`dependency`): every occurrence, as {name: value}
+                parts = {
+                    str(p.get("name")): next(
+                        (v for k, v in p.items() if k.startswith("value")), None
+                    )
+                    for p in part["part"]
+                    if isinstance(p, dict)
+                }
+                found.setdefault(f"{part_name}[]", []).append(parts)
     return found
 
 
@@ -242,8 +252,9 @@ def validate_code(term: Terminology, inputs: Inputs) -> dict[str, Any]:
 
 def translate(term: Terminology, inputs: Inputs) -> dict[str, Any]:
     """`$translate` of code+system, a coding, or each coding of a codeableConcept."""
-    if _text(inputs, "reverse") == "true":
-        raise FHIRError.of(400, "not-supported", "reverse translation is not supported", "reverse")
+    reverse = _text(inputs, "reverse")
+    if reverse not in (None, "true", "false"):
+        raise FHIRError.of(400, "invalid", "reverse must be true or false", "reverse")
     system, code, _ = _coding(inputs, "coding")
     codings = [(_text(inputs, "system") or system, _text(inputs, "code") or code)]
     concept = inputs.get("codeableConcept")
@@ -268,6 +279,8 @@ def translate(term: Terminology, inputs: Inputs) -> dict[str, Any]:
             source=_text(inputs, "source"),
             target=_text(inputs, "target"),
             target_system=_text(inputs, "targetsystem"),
+            reverse=reverse == "true",
+            dependencies=_dependencies(inputs),
         )
         for s, c in codings
     ]
@@ -298,6 +311,28 @@ def translate(term: Terminology, inputs: Inputs) -> dict[str, Any]:
         parts.append({"name": "source", "valueUri": match.source})
         out["parameter"].append({"name": "match", "part": parts})
     return out
+
+
+def _dependencies(inputs: Inputs) -> tuple[Dependency, ...]:
+    """The `dependency` parameters (element + concept as a Coding or CodeableConcept)."""
+    out = []
+    for i, parts in enumerate(inputs.get("dependency[]") or []):
+        element, concept = parts.get("element"), parts.get("concept")
+        where = f"Parameters.parameter[dependency][{i}]"
+        if not isinstance(element, str) or not isinstance(concept, dict):
+            raise FHIRError.of(400, "invalid", "a dependency needs an element and a concept", where)
+        codings = concept.get("coding") if "coding" in concept else [concept]
+        out.append(
+            Dependency(
+                element,
+                tuple(
+                    (c.get("system"), str(c["code"]))
+                    for c in codings or []
+                    if isinstance(c, dict) and isinstance(c.get("code"), str)
+                ),
+            )
+        )
+    return tuple(out)
 
 
 _HANDLERS: dict[tuple[str, str], Callable[[Terminology, Inputs], dict[str, Any]]] = {

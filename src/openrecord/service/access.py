@@ -20,21 +20,25 @@ system-level grant until they are checked against the compartment too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
 from openrecord.auth.scopes import Permission
 from openrecord.fhir.outcome import FHIRError
+from openrecord.fhir.search_chain import chained_types
 from openrecord.fhir.search_query import parse_search
 from openrecord.fhir.search_values import ReferenceValue
+from openrecord.service import audit, consent
 from openrecord.service.context import SecurityContext
 from openrecord.store.base import StoredVersion
 from openrecord.store.query import (
     AnyCondition,
     CompartmentFilter,
     Condition,
+    HasCondition,
     ReferenceCriterion,
     SearchCondition,
     SearchQuery,
@@ -49,11 +53,17 @@ __all__ = [
     "Interaction",
     "allows",
     "check",
+    "check_chains",
+    "check_consent",
     "check_patient_write",
     "check_type_level",
     "compartment_member",
+    "consent_conditions",
+    "leave_out_audit",
     "patient_of",
     "read_conditions",
+    "reader",
+    "resolve_me",
     "restrict_search",
     "visible",
     "visible_history",
@@ -78,6 +88,8 @@ PERMISSION: dict[str, Permission] = {
 }
 
 COMPARTMENT = "Patient"
+READ_ONLY = "AuditEvent"  # written by service/audit.py only, never by a request
+WRITES = frozenset({"create", "update", "patch", "delete"})
 
 
 def _forbidden(message: str) -> FHIRError:
@@ -93,6 +105,12 @@ def allows(ctx: SecurityContext, interaction: Interaction, resource_type: str | 
 
 def check(ctx: SecurityContext, interaction: Interaction, resource_type: str | None) -> None:
     """Raise 403 unless `ctx` may perform `interaction` on `resource_type`."""
+    if resource_type == READ_ONLY and interaction in WRITES:
+        raise FHIRError.of(
+            405,
+            "not-supported",
+            "AuditEvent is read-only: only the server writes its audit trail",
+        )
     if ctx.unrestricted:
         return
     permission = PERMISSION[interaction]
@@ -175,7 +193,85 @@ def read_conditions(
         if not patient or not compartment_member(records.defs.compartments, type):
             return None
         conditions.insert(0, _compartment_condition(records, type, patient))
-    return conditions
+    kept = consent_conditions(records, ctx, type, patient)
+    if kept is None:
+        return None
+    return conditions + kept
+
+
+# -- consent (service/consent.py) ----------------------------------------------------
+
+MAX_CONSENT_EXCLUSIONS = 10_000  # ids one search leaves out for consents, at most
+
+
+def _labels_not(labels: Iterable[tuple[str | None, str]]) -> Condition:
+    """`_security:not=…`: none of these security labels."""
+    values = tuple(TokenCriterion(system, code) for system, code in sorted(labels, key=str))
+    return Condition("_security", "token", values, modifier="not")
+
+
+def consent_conditions(
+    records: RecordService, ctx: SecurityContext, type: str, patient: str | None
+) -> list[SearchCondition] | None:
+    """What the patients' consents add to a search of `type` by `ctx`: None when they
+    deny it all (`patient`: the one patient a patient-level grant reaches). For
+    contexts reaching every patient, the resources denied are left out by id."""
+    if ctx.unrestricted or not compartment_member(records.defs.compartments, type):
+        return []
+    if patient is not None:
+        denials = [
+            d for d in consent.denials_for(records.store, ctx, [patient]) if d.covers_type(type)
+        ]
+        if any(not d.labels for d in denials):
+            return None
+        labels = {label for d in denials for label in d.labels}
+        return [_labels_not(labels)] if labels else []
+    excluded: list[str] = []
+    for denial in consent.denials_for(records.store, ctx):
+        if not denial.covers_type(type):
+            continue
+        wanted = [_compartment_condition(records, type, denial.patient)]
+        if denial.labels:
+            values = tuple(TokenCriterion(sys, code) for sys, code in denial.labels)
+            wanted.append(Condition("_security", "token", values))
+        query = SearchQuery(type, wanted, count=MAX_CONSENT_EXCLUSIONS + 1)
+        excluded += [r.id for r in records.store.search(query).resources]
+        if len(excluded) > MAX_CONSENT_EXCLUSIONS:
+            raise _forbidden(f"too many {type} resources are withheld by consent here")
+    if not excluded:
+        return []
+    ids = tuple(TokenCriterion(None, id) for id in dict.fromkeys(excluded))
+    return [Condition("_id", "token", ids, modifier="not")]
+
+
+def _consent_across_types(records: RecordService, ctx: SecurityContext, query: SearchQuery) -> None:
+    """Consents in a search of several types by a context that reaches every patient:
+    within one patient's compartment (`Patient/[id]/*`, `$everything`) their label
+    denials become a `_security:not` condition; elsewhere the search is refused
+    (per-type exclusions need one type at a time)."""
+    denials = consent.denials_for(records.store, ctx)
+    if not denials:
+        return
+    compartment = query.compartment
+    if compartment is None or compartment.type != COMPARTMENT:
+        raise _forbidden("while patients' consents apply, search one type at a time")
+    check_consent(records, ctx, compartment.id)
+    own = [d for d in denials if d.patient == compartment.id]
+    if any(d.types for d in own):
+        raise _forbidden("while the patient's consent applies, search one type at a time")
+    if own:
+        query.conditions.append(_labels_not({label for d in own for label in d.labels}))
+
+
+def check_consent(records: RecordService, ctx: SecurityContext, patient: str) -> None:
+    """403 when the patient's consent denies this app (or user) everything."""
+    if ctx.unrestricted:
+        return
+    for denial in consent.denials_for(records.store, ctx, [patient]):
+        if denial.everything:
+            raise _forbidden(
+                f"the consent of Patient/{patient} denies this app access to their record"
+            )
 
 
 def restrict_search(
@@ -188,6 +284,9 @@ def restrict_search(
     if ctx.unrestricted:
         return
     if query.type is not None:
+        patient = patient_of(ctx, "s", query.type)
+        if patient:
+            check_consent(records, ctx, patient)
         conditions = read_conditions(records, ctx, "s", query.type)
         if conditions is None:
             raise _forbidden(
@@ -197,6 +296,8 @@ def restrict_search(
         if conditions and query.contained != "false":
             # _contained tests conditions on contained resources, not on the container
             raise _forbidden("_contained searches need a user- or system-level scope")
+        if patient and query.type == READ_ONLY:
+            consent.check_patient_audit_search(query, patient)  # before ours are added
         query.conditions += conditions
         return
     searched = types or ("*",)
@@ -204,11 +305,20 @@ def restrict_search(
         raise _forbidden("granular scopes apply to searches of one type at a time")
     patients = {patient_of(ctx, "s", t) for t in searched}
     if patients == {None}:
+        _consent_across_types(records, ctx, query)
         return
     if len(patients) > 1 or "" in patients:
         raise _forbidden("a search across types needs the same level of scope on each type")
     patient = patients.pop()
     assert patient is not None
+    check_consent(records, ctx, patient)
+    if READ_ONLY in types:
+        consent.check_patient_audit_search(query, patient)
+    denials = consent.denials_for(records.store, ctx, [patient])
+    if any(d.types for d in denials):
+        raise _forbidden("while the patient's consent applies, search one type at a time")
+    if denials:
+        query.conditions.append(_labels_not({label for d in denials for label in d.labels}))
     own = CompartmentFilter(COMPARTMENT, patient, ())
     if query.compartment is not None and (query.compartment.type, query.compartment.id) != (
         own.type,
@@ -229,6 +339,95 @@ def restrict_search(
             query.types = tuple(sorted({*members, COMPARTMENT}))
 
 
+def resolve_me(ctx: SecurityContext, params: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """`patient=me` (and `patient=Patient/me`) name the context's patient — the launch
+    patient, or the user when the user is a Patient — so that an app can ask for
+    `AuditEvent?patient=me` without knowing the id. 400 when there is none."""
+    out = []
+    for key, value in params:
+        if key.split(":", 1)[0] == "patient" and value in ("me", "Patient/me"):
+            me = ctx.patient
+            if me is None and ctx.user and ctx.user.startswith("Patient/"):
+                me = ctx.user.removeprefix("Patient/")
+            if not me:
+                raise FHIRError.of(
+                    400, "invalid", "patient=me needs a patient in the security context", key
+                )
+            value = f"Patient/{me}"
+        out.append((key, value))
+    return out
+
+
+def check_chains(
+    records: RecordService,
+    ctx: SecurityContext,
+    searched: tuple[str, ...],
+    conditions: list[SearchCondition],
+) -> None:
+    """Chains and `_has` test conditions on other resources than those returned, and
+    the store evaluates those inner conditions over every resource of their type
+    (it has no way yet to AND the compartment into them). So a patient-level context
+    could probe another patient's resources that its own refer to (or that refer to
+    its own), and a context that consents restrict could probe what they hide. Such
+    searches are refused (403), except the one form that cannot leave the record:
+    `Patient?_has:Type:param:…` where `param` puts `Type` in the Patient compartment
+    (every resource it finds refers to the patient through a compartment link)."""
+    linked = chained_types(conditions)
+    if ctx.unrestricted or not linked:
+        return
+    patient_level = any(patient_of(ctx, "s", t) is not None for t in (*searched, *linked) or ("*",))
+    if patient_level and not all(_stays_home(records, searched, c) for c in conditions):
+        raise _forbidden(
+            "chained searches (and _has other than Patient?_has:Type:link:…) need a user-"
+            " or system-level scope: their inner resources are not limited to the compartment"
+        )
+    members = [t for t in linked if compartment_member(records.defs.compartments, t)]
+    if members and any(
+        d.covers_type(t) for d in consent.denials_for(records.store, ctx) for t in members
+    ):
+        raise _forbidden("chained searches and _has are not available while consents apply")
+
+
+def _stays_home(records: RecordService, searched: tuple[str, ...], c: SearchCondition) -> bool:
+    """A condition whose inner resources are all in the searched patient's compartment."""
+    if isinstance(c, Condition):
+        return True
+    if isinstance(c, AnyCondition):
+        return all(_stays_home(records, searched, o) for o in c.options)
+    if isinstance(c, HasCondition) and searched == (COMPARTMENT,):
+        links = records.defs.compartments.get(COMPARTMENT, {}).get(c.type, ())
+        return c.param in links and not chained_types([c.inner])
+    return False
+
+
+def leave_out_audit(records: RecordService, query: SearchQuery, named: tuple[str, ...]) -> None:
+    """A search of every type (`GET [base]?…`, `Patient/[id]/*`) leaves AuditEvents out:
+    the audit trail is about the record, not part of it (each such search would add
+    to it). `_type=AuditEvent` or `AuditEvent?…` searches it."""
+    if query.type is not None or READ_ONLY in named:
+        return
+    every = query.types or tuple(sorted(records.defs.resource_types))
+    query.types = tuple(t for t in every if t != READ_ONLY)
+    if query.compartment is not None:
+        links = tuple(link for link in query.compartment.links if link[0] != READ_ONLY)
+        query.compartment = replace(query.compartment, links=links)
+
+
+def reader(
+    records: RecordService, ctx: SecurityContext
+) -> Callable[[str, str], StoredVersion | None]:
+    """Read a current resource by type and id as `ctx` may (None otherwise): for the
+    resources a search reads on the way (`_list`'s List)."""
+    if ctx.unrestricted:
+        return records.store.read
+
+    def read(type: str, id: str) -> StoredVersion | None:
+        found = records.store.read(type, id)
+        return found if found is not None and visible(records, ctx, [found]) else None
+
+    return read
+
+
 def visible(
     records: RecordService, ctx: SecurityContext, versions: Iterable[StoredVersion]
 ) -> list[StoredVersion]:
@@ -247,6 +446,18 @@ def visible(
             continue
         if not conditions:
             keep.update((type, id) for id in ids)
+            continue
+        patient = patient_of(ctx, "r", type)
+        if patient and len(conditions) == 1 and not ctx.policy.constraints("r", type):
+            # The compartment alone: decided from the bodies at hand, by the same
+            # parameters the index uses, without a query (most patient-app reads).
+            keep.update(
+                (v.type, v.id)
+                for v in versions
+                if v.type == type
+                and v.data is not None
+                and in_compartment(records, type, orjson.loads(v.data), patient)
+            )
             continue
         wanted = Condition("_id", "token", tuple(TokenCriterion(None, id) for id in ids))
         query = SearchQuery(type, [wanted, *conditions], count=len(ids))
@@ -275,7 +486,21 @@ def visible_history(
         current = [records.store.read(v.type, v.id) for v in kept if v.type in constrained]
         readable = {(c.type, c.id) for c in visible(records, ctx, (c for c in current if c))}
         kept = [v for v in kept if v.type not in constrained or (v.type, v.id) in readable]
+    denials = consent.denials_for(records.store, ctx)
+    if denials:
+        kept = [v for v in kept if not _withheld(records, v, denials)]
     return kept
+
+
+def _withheld(
+    records: RecordService, version: StoredVersion, denials: list[consent.Denial]
+) -> bool:
+    """Whether consents withhold this version (its own labels, its patients)."""
+    if version.data is None or not compartment_member(records.defs.compartments, version.type):
+        return False
+    patients = audit.patients_of(version)
+    relevant = [d for d in denials if d.patient in patients]
+    return bool(relevant) and consent.hidden_by(relevant, version.type, orjson.loads(version.data))
 
 
 def _holds(records: RecordService, version: StoredVersion, patient: str) -> bool:
@@ -288,17 +513,21 @@ def in_compartment(records: RecordService, type: str, body: dict[str, Any], pati
     patient's compartment, by the same parameters the search index uses."""
     if type == COMPARTMENT and body.get("id") == patient:
         return True
-    links = set(records.defs.compartments.get(COMPARTMENT, {}).get(type, ()))
+    links = _links(records, type)
     if not links:
         return False
     return any(
-        e.param in links
-        and isinstance(e.value, ReferenceValue)
+        isinstance(e.value, ReferenceValue)
         and e.value.url is None
         and e.value.type == COMPARTMENT
         and e.value.id == patient
-        for e in records.indexer.extract(body)
+        for e in records.indexer.extract(body, only=links)
     )
+
+
+def _links(records: RecordService, type: str) -> frozenset[str]:
+    """The parameters that put a `type` resource in a patient's compartment."""
+    return frozenset(records.defs.compartments.get(COMPARTMENT, {}).get(type, ()))
 
 
 def check_type_level(ctx: SecurityContext, interaction: Interaction, type: str) -> None:
@@ -334,7 +563,9 @@ def check_patient_write(
         return
     if not patient:
         raise _forbidden("patient-level scopes need a patient in the context")
+    check_consent(records, ctx, patient)
     if before is not None and before.data is not None and not _holds(records, before, patient):
+        audit.touch(before)  # audited as a refusal, with whose record it was
         raise FHIRError.of(404, "not-found", f"{type}/{before.id} is not known")
     if after is not None and not in_compartment(records, type, after, patient):
         raise _forbidden(

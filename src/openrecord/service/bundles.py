@@ -159,6 +159,14 @@ class BundleProcessor:
 
     def transaction(self, ctx: SecurityContext, plans: list[Planned]) -> None:
         records = self.records
+        with records.audit.recording(ctx, "transaction"):  # one AuditEvent for the writes
+            self.transaction_writes(ctx, plans)
+        for p in plans:
+            if p.method in ("GET", "HEAD"):
+                p.status, p.response_body = self.read(ctx, p)
+
+    def transaction_writes(self, ctx: SecurityContext, plans: list[Planned]) -> None:
+        records = self.records
         for p in plans:
             interaction = _WRITES.get(p.method)
             if interaction is not None:
@@ -186,9 +194,6 @@ class BundleProcessor:
                     raise located(err, p.index) from None
 
         records.in_transaction(run)
-        for p in plans:
-            if p.method in ("GET", "HEAD"):
-                p.status, p.response_body = self.read(ctx, p)
 
     def prepare(self, tx: WriteTx | None, writes: list[Planned]) -> bool:
         """Assign ids, resolve references, validate and index every written resource.
@@ -302,15 +307,8 @@ class BundleProcessor:
         self, tx: WriteTx, p: Planned, type: str, id: str, if_match: str | None
     ) -> WriteResult:
         """A PATCH entry: FHIRPath Patch as Parameters, JSON Patch inside a Binary."""
-        doc = p.resource
-        if isinstance(doc, dict) and doc.get("resourceType") == "Parameters":
-            return self.records.patch_in(tx, type, id, doc, fhirpath=True, if_match=if_match)
-        if isinstance(doc, dict) and doc.get("resourceType") == "Binary":
-            ops = orjson.loads(base64.b64decode(doc.get("data", "")))
-            return self.records.patch_in(tx, type, id, ops, fhirpath=False, if_match=if_match)
-        raise FHIRError.of(
-            400, "invalid", "a PATCH entry needs a Parameters or Binary (JSON Patch) resource"
-        )
+        doc, fhirpath = patch_document(p)
+        return self.records.patch_in(tx, type, id, doc, fhirpath=fhirpath, if_match=if_match)
 
     # -- batch ---------------------------------------------------------------------------
 
@@ -340,18 +338,11 @@ class BundleProcessor:
                     p.result = records.conditional_delete(ctx, type, p.url.query)
                 elif p.method == "DELETE":
                     p.result = records.delete(ctx, type, p.url.id or "", if_match=if_match)
-                elif p.method == "PATCH":
-                    records.require_type(type)
-
-                    def run(
-                        tx: WriteTx,
-                        p: Planned = p,
-                        type: str = type,
-                        if_match: str | None = if_match,
-                    ) -> WriteResult:
-                        return self.patch_in(tx, p, type, p.url.id or "", if_match)
-
-                    p.result = records.in_transaction(run)
+                elif p.method == "PATCH":  # checked and audited as a PATCH request is
+                    doc, fhirpath = patch_document(p)
+                    p.result = records.patch(
+                        ctx, type, p.url.id or "", doc, fhirpath=fhirpath, if_match=if_match
+                    )
                 p.status = 204 if p.result is None else p.result.status
             except FHIRError as err:
                 p.status, p.response_body = err.status, err.outcome()
@@ -383,6 +374,24 @@ class BundleProcessor:
         if p.response_body is not None:
             out["resource"] = p.response_body
         return out
+
+
+def patch_document(p: Planned) -> tuple[Any, bool]:
+    """A PATCH entry's document and whether it is FHIRPath Patch (Parameters) rather
+    than JSON Patch (inside a Binary)."""
+    doc = p.resource
+    if isinstance(doc, dict) and doc.get("resourceType") == "Parameters":
+        return doc, True
+    if isinstance(doc, dict) and doc.get("resourceType") == "Binary":
+        try:
+            return orjson.loads(base64.b64decode(doc.get("data", ""))), False
+        except (ValueError, TypeError):
+            raise FHIRError.of(
+                400, "invalid", "the Binary's data is not a base64 JSON Patch", "Binary.data"
+            ) from None
+    raise FHIRError.of(
+        400, "invalid", "a PATCH entry needs a Parameters or Binary (JSON Patch) resource"
+    )
 
 
 class _NeedsDatabase(Exception):

@@ -26,12 +26,13 @@ from openrecord.fhir.search_query import parse_search
 from openrecord.fhir.search_text import text_entries
 from openrecord.fhir.search_values import IndexEntry
 from openrecord.fhir.validation import validate_resource
-from openrecord.service import access
+from openrecord.service import access, audit
+from openrecord.service.audit import AuditTrail, audited
 from openrecord.service.clock import configured_timezone, instant, now_micros
 from openrecord.service.context import SecurityContext
 from openrecord.service.profile_policy import ProfilePolicy, declared_profile_issues
 from openrecord.service.search_params import SearchParamRegistry
-from openrecord.service.searching import SearchResult, run_search
+from openrecord.service.searching import SearchResult, run_search, source_for
 from openrecord.store.base import (
     HistoryPage,
     Method,
@@ -82,6 +83,7 @@ class RecordService:
         self.profile_policy = profiles  # declared meta.profile checks on writes (server: warn)
         tz = self.tz = tz or configured_timezone()
         self.params = SearchParamRegistry(store, self.base_defs, tz)
+        self.audit = AuditTrail(store)  # every public interaction below is recorded
 
     @property
     def defs(self) -> Definitions:
@@ -101,10 +103,16 @@ class RecordService:
 
     # -- reads -------------------------------------------------------------------------
 
+    @audited("read", audit.by_type_id)
     def read(self, ctx: SecurityContext, type: str, id: str) -> StoredVersion:
         access.check(ctx, "read", type)
         self.require_type(type)
+        source = source_for(type)  # resources kept outside the FHIR tables (CGM readings)
+        found = source.read(self, ctx, id) if source is not None else None
+        if found is not None:
+            return found
         found = self.store.read(type, id)
+        audit.touch(found)  # a refusal below is audited with what it refused
         if found is None or not self.may_read(ctx, found):
             raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
         if found.deleted:
@@ -115,18 +123,21 @@ class RecordService:
             )
         return found
 
+    @audited("vread", audit.by_type_id)
     def vread(self, ctx: SecurityContext, type: str, id: str, version: str) -> StoredVersion:
         access.check(ctx, "vread", type)
         self.require_type(type)
         if not version.isdigit():
             raise FHIRError.of(404, "not-found", f"{type}/{id} has no version {version!r}")
         found = self.store.vread(type, id, int(version))
+        audit.touch(found)
         if found is None or not self.may_read(ctx, found, history=True):
             raise FHIRError.of(404, "not-found", f"{type}/{id} has no version {version}")
         if found.deleted:
             raise FHIRError.of(410, "deleted", f"version {version} of {type}/{id} is a deletion")
         return found
 
+    @audited("history", audit.by_history)
     def history(
         self,
         ctx: SecurityContext,
@@ -139,6 +150,7 @@ class RecordService:
             self.require_type(type)
         if id is not None and type is not None:
             current = self.store.read(type, id)
+            audit.touch(current)
             if current is None or not self.may_read(ctx, current):
                 raise FHIRError.of(404, "not-found", f"{type}/{id} is not known")
         page = self.store.history(type, id, **kwargs)
@@ -147,6 +159,7 @@ class RecordService:
         # Entries outside the context's reach are left out; the total would count them.
         return replace(page, entries=access.visible_history(self, ctx, page.entries), total=None)
 
+    @audited("search", audit.by_search)
     def search(
         self,
         ctx: SecurityContext,
@@ -179,6 +192,7 @@ class RecordService:
 
     # -- writes ------------------------------------------------------------------------
 
+    @audited("create", audit.by_type)
     def create(
         self,
         ctx: SecurityContext,
@@ -204,6 +218,7 @@ class RecordService:
 
         return self.in_transaction(run)
 
+    @audited("update", audit.by_type_id)
     def update(
         self,
         ctx: SecurityContext,
@@ -236,6 +251,7 @@ class RecordService:
 
         return self.in_transaction(run)
 
+    @audited("update", audit.by_criteria)
     def conditional_update(
         self,
         ctx: SecurityContext,
@@ -268,6 +284,7 @@ class RecordService:
 
         return self.in_transaction(run)
 
+    @audited("patch", audit.by_type_id)
     def patch(
         self,
         ctx: SecurityContext,
@@ -293,6 +310,7 @@ class RecordService:
 
         return self.in_transaction(run)
 
+    @audited("delete", audit.by_type_id)
     def delete(
         self, ctx: SecurityContext, type: str, id: str, *, if_match: str | None = None
     ) -> WriteResult | None:
@@ -307,6 +325,7 @@ class RecordService:
 
         return self.in_transaction(run)
 
+    @audited("delete", audit.by_criteria)
     def conditional_delete(
         self, ctx: SecurityContext, type: str, criteria: str
     ) -> WriteResult | None:
@@ -319,6 +338,7 @@ class RecordService:
 
         return self.in_transaction(run)
 
+    @audited("operation", audit.by_type)
     def validate(
         self, ctx: SecurityContext, type: str, body: Any, *, mode: str | None, id: str | None
     ) -> list[Issue]:
@@ -509,8 +529,13 @@ class RecordService:
         """Run `run` in one store transaction, retrying when a concurrent writer won a race."""
         for attempt in range(_RETRIES):
             try:
-                with self.store.write() as tx:
-                    return run(tx)
+                with self.store.write() as raw:
+                    tx = self.audit.watch(raw)  # the writes, audited in this transaction
+                    result = run(tx)
+                    sealed = self.audit.seal(tx, result)
+                if sealed is not None:
+                    self.audit.committed(sealed)  # its event committed with the writes
+                return result
             except VersionConflict:
                 if attempt == _RETRIES - 1:
                     raise FHIRError.of(

@@ -3,9 +3,10 @@ resources it includes (search.html). `RecordService.search` is the way in."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from openrecord.fhir.definitions import Definitions
 from openrecord.fhir.outcome import FHIRError
@@ -22,7 +23,14 @@ from openrecord.store.query import CompartmentFilter
 if TYPE_CHECKING:
     from openrecord.service.records import RecordService
 
-__all__ = ["SearchResult", "compartment_filter", "run_search"]
+__all__ = [
+    "ResourceSource",
+    "SearchResult",
+    "compartment_filter",
+    "register_source",
+    "run_search",
+    "source_for",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +48,49 @@ class SearchResult:
     contained_ids: tuple[str, ...] = ()
 
 
+class ResourceSource(Protocol):
+    """Resources of one type kept outside the FHIR tables that still answer reads and
+    searches: the compact CGM readings (service/glucose_fhir.py), as Observations.
+
+    The one hook for such storage. `read` answers an id it owns (None: not one of its
+    ids, the store is asked); `search` answers the searches it owns (None: not one of
+    them, the ordinary search runs). Both check the caller's access themselves, with
+    `service/access.py`, after `RecordService` checked the interaction on the type."""
+
+    def read(
+        self, records: RecordService, ctx: SecurityContext, id: str
+    ) -> StoredVersion | None: ...
+
+    def search(
+        self,
+        records: RecordService,
+        ctx: SecurityContext,
+        params: Sequence[tuple[str, str]],
+        compartment: tuple[str, str] | None,
+    ) -> SearchResult | None: ...
+
+
+_SOURCES: dict[str, ResourceSource] = {}
+# Modules that register sources, imported on first use (they import this module).
+_SOURCE_MODULES = ("openrecord.service.glucose_fhir",)
+_loaded = False
+
+
+def register_source(type: str, source: ResourceSource) -> None:
+    """Make `source` answer reads and searches of `type` first (one per type)."""
+    _SOURCES[type] = source
+
+
+def source_for(type: str) -> ResourceSource | None:
+    """The source registered for `type`, if any."""
+    global _loaded
+    if not _loaded:
+        for name in _SOURCE_MODULES:
+            importlib.import_module(name)
+        _loaded = True
+    return _SOURCES.get(type)
+
+
 def run_search(
     records: RecordService,
     ctx: SecurityContext,
@@ -49,17 +100,24 @@ def run_search(
     compartment: tuple[str, str] | None = None,
     explain: bool = False,
     base: str | None = None,
+    sources: bool = True,
 ) -> SearchResult:
     """Search `type` (None: all types); `compartment` = (type, id), e.g. Patient/123.
 
     `explain`: also return the page's SQL and query plan (a server debug setting).
     `base`: the server's base URL as the client sees it; absolute references under
-    it match local ones."""
+    it match local ones. `sources`: let a registered `ResourceSource` answer first
+    (False: the FHIR tables only — what a source itself asks for)."""
     if type is not None:
         access.check(ctx, "search", type)
         records.require_type(type)
+        source = source_for(type) if sources else None
+        if source is not None:
+            answered = source.search(records, ctx, params, compartment)
+            if answered is not None:
+                return answered
     records.params.sync()
-    params = list(params)
+    params = access.resolve_me(ctx, params)  # `patient=me`: the context's patient
     if type is None:
         named = [t.strip() for k, v in params if k == "_type" for t in v.split(",") if t.strip()]
         for name in named:
@@ -87,13 +145,17 @@ def run_search(
         query.base = base
     for linked in sorted(chained_types(query.conditions)):
         access.check(ctx, "search", linked)  # chains and _has read these types too
+    access.check_chains(records, ctx, (type,) if type else types, query.conditions)
     if lists:
         access.check(ctx, "read", "List")
         narrow = (type,) if type is not None else types or None
-        query.conditions += list_conditions(lists, records.store.read, records.defs, narrow)
+        query.conditions += list_conditions(
+            lists, access.reader(records, ctx), records.defs, narrow
+        )
     if compartment is not None:
         query.compartment = compartment_filter(records.defs, compartment, type)
     access.restrict_search(records, ctx, query, types)
+    access.leave_out_audit(records, query, types)
     query.explain = explain
     if query.contained != "false" and (
         parsed.include or parsed.revinclude or parsed.include_iterate or parsed.revinclude_iterate

@@ -45,6 +45,8 @@ CONTAINED_MIGRATION = (
     "contained resources indexed (_contained); resources written before need a reindex"
 )
 
+CGM_MIGRATION = "compact CGM readings: one row per patient and UTC day (cgm_series, cgm_day)"
+
 # pg_advisory_xact_lock key for migrations: outside the int4 range of hashtext(),
 # so it never collides with WriteTx.lock() keys.
 _PG_MIGRATION_LOCK = 0x6F70656E7265636F  # "openreco"
@@ -55,6 +57,126 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+
+
+AUTH_MIGRATION = "authorization server: keys, clients, requests, grants, tokens"
+
+
+def _auth_tables(big: str) -> tuple[str, ...]:
+    """Migration 7's tables (same SQL on both backends but for the integer type).
+    Times are epoch seconds; secrets (codes, refresh tokens, client secrets) are
+    stored as SHA-256 hashes only."""
+    return (
+        f"""CREATE TABLE auth_key (
+            kid TEXT PRIMARY KEY, alg TEXT NOT NULL, private_jwk TEXT NOT NULL,
+            created_at {big} NOT NULL, retired_at {big}
+        )""",
+        f"""CREATE TABLE auth_client (
+            client_id TEXT PRIMARY KEY, metadata TEXT NOT NULL, secret_hash TEXT,
+            source TEXT NOT NULL, created_at {big} NOT NULL
+        )""",
+        f"""CREATE TABLE auth_launch (
+            id TEXT PRIMARY KEY, context TEXT NOT NULL, expires_at {big} NOT NULL
+        )""",
+        f"""CREATE TABLE auth_request (
+            id TEXT PRIMARY KEY, client_id TEXT NOT NULL, params TEXT NOT NULL,
+            status TEXT NOT NULL, code_hash TEXT, result TEXT, grant_id TEXT,
+            expires_at {big} NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX auth_request_code ON auth_request (code_hash)",
+        f"""CREATE TABLE auth_grant (
+            id TEXT PRIMARY KEY, client_id TEXT NOT NULL, user_id TEXT, patient TEXT,
+            fhir_user TEXT, scope TEXT NOT NULL, context TEXT NOT NULL,
+            created_at {big} NOT NULL, revoked_at {big}
+        )""",
+        "CREATE INDEX auth_grant_user ON auth_grant (user_id, client_id)",
+        f"""CREATE TABLE auth_refresh (
+            token_hash TEXT PRIMARY KEY, grant_id TEXT NOT NULL, scope TEXT NOT NULL,
+            expires_at {big} NOT NULL, used_at {big}
+        )""",
+        "CREATE INDEX auth_refresh_grant ON auth_refresh (grant_id)",
+        f"""CREATE TABLE auth_access (
+            jti TEXT PRIMARY KEY, grant_id TEXT, client_id TEXT NOT NULL,
+            expires_at {big} NOT NULL, revoked INTEGER NOT NULL
+        )""",
+        "CREATE INDEX auth_access_grant ON auth_access (grant_id)",
+        "CREATE INDEX auth_access_client ON auth_access (client_id)",
+        f"""CREATE TABLE auth_jti (
+            client_id TEXT NOT NULL, jti TEXT NOT NULL, expires_at {big} NOT NULL,
+            PRIMARY KEY (client_id, jti)
+        )""",
+    )
+
+
+ACCOUNTS_MIGRATION = "accounts: users, passkeys, sessions, login throttling, reset tokens"
+
+
+def _account_tables(big: str) -> tuple[str, ...]:
+    """Migration 8's tables (auth/accounts.py, auth/sessions.py): the same SQL on both
+    backends but for the integer type. Times are epoch seconds (`*_ms`: milliseconds);
+    session ids and reset tokens are stored as SHA-256 hashes only."""
+    return (
+        f"""CREATE TABLE account_user (
+            id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+            fhir_user TEXT NOT NULL, totp_secret TEXT, totp_last_step {big},
+            disabled INTEGER NOT NULL, created_at {big} NOT NULL,
+            password_changed_at {big} NOT NULL
+        )""",
+        f"""CREATE TABLE account_passkey (
+            credential_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, public_key TEXT NOT NULL,
+            sign_count {big} NOT NULL, name TEXT NOT NULL, created_at {big} NOT NULL,
+            last_used_at {big}
+        )""",
+        "CREATE INDEX account_passkey_user ON account_passkey (user_id)",
+        f"""CREATE TABLE account_session (
+            id_hash TEXT PRIMARY KEY, csrf TEXT NOT NULL, user_id TEXT, stage TEXT NOT NULL,
+            data TEXT NOT NULL, created_at {big} NOT NULL, expires_at {big} NOT NULL
+        )""",
+        "CREATE INDEX account_session_user ON account_session (user_id)",
+        f"""CREATE TABLE account_throttle (
+            key TEXT PRIMARY KEY, failures INTEGER NOT NULL, next_attempt_ms {big} NOT NULL,
+            locked_until_ms {big} NOT NULL, updated_ms {big} NOT NULL
+        )""",
+        f"""CREATE TABLE account_reset (
+            token_hash TEXT PRIMARY KEY, user_id TEXT NOT NULL, expires_at {big} NOT NULL,
+            used_at {big}
+        )""",
+    )
+
+
+AUDIT_MIGRATION = "audit trail: hash chain over the AuditEvent resources"
+
+# The hash chain of service/audit.py: one row per AuditEvent, seq 1, 2, 3… without gaps,
+# hash = SHA-256(previous hash ‖ the AuditEvent's stored JSON). Append-only: the code
+# has no UPDATE or DELETE, and triggers refuse them (guards against accidents; the
+# chain itself is what detects a database owner's tampering: `openrecord audit verify`).
+_AUDIT_CHAIN = """CREATE TABLE audit_chain (
+    seq {big} PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,
+    recorded {big} NOT NULL, hash TEXT NOT NULL
+)"""
+_SQLITE_AUDIT = (
+    _AUDIT_CHAIN.format(big="INTEGER"),
+    "CREATE TRIGGER audit_chain_no_update BEFORE UPDATE ON audit_chain"
+    " BEGIN SELECT RAISE(ABORT, 'audit_chain is append-only'); END",
+    "CREATE TRIGGER audit_chain_no_delete BEFORE DELETE ON audit_chain"
+    " BEGIN SELECT RAISE(ABORT, 'audit_chain is append-only'); END",
+)
+# PostgreSQL: UPDATE refused; a DELETE must empty the table (resetting a whole
+# database, as the test fixtures do; the owner could DROP or TRUNCATE it anyway).
+_POSTGRES_AUDIT = (
+    _AUDIT_CHAIN.format(big="bigint"),
+    """CREATE FUNCTION audit_chain_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'UPDATE' OR EXISTS (SELECT 1 FROM audit_chain) THEN
+            RAISE EXCEPTION 'audit_chain is append-only';
+        END IF;
+        RETURN NULL;
+    END $$""",
+    "CREATE TRIGGER audit_chain_no_update BEFORE UPDATE ON audit_chain"
+    " FOR EACH STATEMENT EXECUTE FUNCTION audit_chain_append_only()",
+    "CREATE TRIGGER audit_chain_no_delete AFTER DELETE ON audit_chain"
+    " FOR EACH STATEMENT EXECUTE FUNCTION audit_chain_append_only()",
+)
 
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
@@ -204,6 +326,89 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (rid, n_lo)
             ) WITHOUT ROWID""",
             "CREATE INDEX idx_contained_type ON idx_contained (type, rid)",
+        ),
+    ),
+    # Compact CGM readings (service/glucose.py, care/glucose/storage.py): a patient's
+    # series number, and one row per series and UTC day holding the day's readings as
+    # packed arrays. Rowid table: the blobs (~2.3 KB a day) would bloat a clustered key.
+    Migration(
+        5,
+        CGM_MIGRATION,
+        (
+            "CREATE TABLE cgm_series (sid INTEGER PRIMARY KEY, patient TEXT NOT NULL UNIQUE)",
+            """CREATE TABLE cgm_day (
+                sid INTEGER NOT NULL, day INTEGER NOT NULL, n INTEGER NOT NULL,
+                updated INTEGER NOT NULL, times BLOB NOT NULL, mg_dl BLOB NOT NULL,
+                limits BLOB, PRIMARY KEY (sid, day)
+            )""",
+        ),
+    ),
+    # Glucose alerts and the notification outbox (service/alerts.py, notifications.py):
+    # per-patient settings and newest reading, the episode state of each alert kind,
+    # webhook endpoints (the secret stays in the environment: only its variable's name),
+    # and one outbox row per alert and channel, claimed by a lease (claimed_until_us).
+    Migration(
+        6,
+        "glucose alerts and notification outbox",
+        (
+            """CREATE TABLE alert_patient (
+                patient TEXT PRIMARY KEY, settings TEXT NOT NULL, enabled INTEGER NOT NULL,
+                last_reading_us INTEGER, updated_us INTEGER NOT NULL
+            )""",
+            """CREATE TABLE alert_episode (
+                patient TEXT NOT NULL, kind TEXT NOT NULL, active INTEGER NOT NULL,
+                started_us INTEGER, fired_us INTEGER, snoozed_until_us INTEGER,
+                PRIMARY KEY (patient, kind)
+            )""",
+            """CREATE TABLE alert_webhook (
+                id TEXT PRIMARY KEY, patient TEXT NOT NULL, url TEXT NOT NULL,
+                secret_env TEXT NOT NULL, detail TEXT NOT NULL, created_us INTEGER NOT NULL
+            )""",
+            "CREATE INDEX alert_webhook_patient ON alert_webhook (patient)",
+            """CREATE TABLE notification_outbox (
+                id TEXT PRIMARY KEY, communication TEXT NOT NULL, patient TEXT NOT NULL,
+                channel TEXT NOT NULL, webhook TEXT, body TEXT NOT NULL,
+                attempts INTEGER NOT NULL, next_attempt_us INTEGER NOT NULL,
+                claimed_until_us INTEGER NOT NULL, claimed_by TEXT,
+                delivered_us INTEGER, failed_us INTEGER, last_error TEXT,
+                created_us INTEGER NOT NULL
+            )""",
+            """CREATE INDEX notification_outbox_due ON notification_outbox
+                (channel, next_attempt_us) WHERE delivered_us IS NULL AND failed_us IS NULL""",
+            """CREATE INDEX notification_outbox_communication ON notification_outbox
+                (communication)""",
+        ),
+    ),
+    # OAuth 2.0 / SMART authorization server state (auth/): signing keys, clients, EHR
+    # launches, authorization requests and codes, grants, refresh-token families,
+    # issued access tokens (revocation by jti) and client-assertion jtis (replay).
+    Migration(7, AUTH_MIGRATION, _auth_tables("INTEGER")),
+    # Accounts (auth/accounts.py): users linked to their fhirUser, passkeys, server-side
+    # sessions, login throttling and lockout, one-time password-reset tokens.
+    Migration(8, ACCOUNTS_MIGRATION, _account_tables("INTEGER")),
+    # The audit trail's hash chain (service/audit.py).
+    Migration(9, AUDIT_MIGRATION, _SQLITE_AUDIT),
+    # FHIR packages loaded with `openrecord packages add` (service/packages.py): the
+    # [type, id] of each conformance resource written, as JSON.
+    Migration(
+        10,
+        "FHIR packages",
+        (
+            """CREATE TABLE fhir_package (
+                name TEXT PRIMARY KEY, version TEXT NOT NULL, canonical TEXT NOT NULL,
+                fhir_versions TEXT NOT NULL, loaded_at INTEGER NOT NULL, resources TEXT NOT NULL
+            )""",
+        ),
+    ),
+    # Nightscout API secrets (server/nightscout.py): SHA-256 of the secret's SHA-1 → patient.
+    Migration(
+        11,
+        "Nightscout API secrets",
+        (
+            """CREATE TABLE nightscout_secret (
+                lookup TEXT PRIMARY KEY, patient TEXT NOT NULL, created INTEGER NOT NULL
+            )""",
+            "CREATE INDEX nightscout_secret_patient ON nightscout_secret (patient)",
         ),
     ),
 )
@@ -365,6 +570,87 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX idx_contained_type ON idx_contained (type, rid)",
         ),
     ),
+    # Compact CGM readings: see the SQLite migration 5. toast_tuple_target: a day's
+    # row (~2.3 KB) stays inline and uncompressed, read and written in one piece.
+    Migration(
+        5,
+        CGM_MIGRATION,
+        (
+            """CREATE TABLE cgm_series (
+                sid bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+                patient text COLLATE "C" NOT NULL UNIQUE
+            )""",
+            """CREATE TABLE cgm_day (
+                sid bigint NOT NULL, day integer NOT NULL, n integer NOT NULL,
+                updated bigint NOT NULL, times bytea NOT NULL, mg_dl bytea NOT NULL,
+                limits bytea, PRIMARY KEY (sid, day)
+            ) WITH (toast_tuple_target = 8160)""",
+        ),
+    ),
+    # Glucose alerts and the notification outbox: see the SQLite migration 6.
+    Migration(
+        6,
+        "glucose alerts and notification outbox",
+        (
+            """CREATE TABLE alert_patient (
+                patient text COLLATE "C" PRIMARY KEY, settings text NOT NULL,
+                enabled integer NOT NULL, last_reading_us bigint, updated_us bigint NOT NULL
+            )""",
+            """CREATE TABLE alert_episode (
+                patient text COLLATE "C" NOT NULL, kind text COLLATE "C" NOT NULL,
+                active integer NOT NULL, started_us bigint, fired_us bigint,
+                snoozed_until_us bigint, PRIMARY KEY (patient, kind)
+            )""",
+            """CREATE TABLE alert_webhook (
+                id text COLLATE "C" PRIMARY KEY, patient text COLLATE "C" NOT NULL,
+                url text NOT NULL, secret_env text NOT NULL, detail text NOT NULL,
+                created_us bigint NOT NULL
+            )""",
+            "CREATE INDEX alert_webhook_patient ON alert_webhook (patient)",
+            """CREATE TABLE notification_outbox (
+                id text COLLATE "C" PRIMARY KEY, communication text COLLATE "C" NOT NULL,
+                patient text COLLATE "C" NOT NULL, channel text COLLATE "C" NOT NULL,
+                webhook text COLLATE "C", body text NOT NULL,
+                attempts integer NOT NULL, next_attempt_us bigint NOT NULL,
+                claimed_until_us bigint NOT NULL, claimed_by text,
+                delivered_us bigint, failed_us bigint, last_error text,
+                created_us bigint NOT NULL
+            )""",
+            """CREATE INDEX notification_outbox_due ON notification_outbox
+                (channel, next_attempt_us) WHERE delivered_us IS NULL AND failed_us IS NULL""",
+            """CREATE INDEX notification_outbox_communication ON notification_outbox
+                (communication)""",
+        ),
+    ),
+    # Authorization server state: see the SQLite migration 7.
+    Migration(7, AUTH_MIGRATION, _auth_tables("bigint")),
+    # Accounts: see the SQLite migration 8.
+    Migration(8, ACCOUNTS_MIGRATION, _account_tables("bigint")),
+    # The audit trail's hash chain: see the SQLite migration 9.
+    Migration(9, AUDIT_MIGRATION, _POSTGRES_AUDIT),
+    # FHIR packages: see the SQLite migration 10.
+    Migration(
+        10,
+        "FHIR packages",
+        (
+            """CREATE TABLE fhir_package (
+                name text PRIMARY KEY, version text NOT NULL, canonical text NOT NULL,
+                fhir_versions text NOT NULL, loaded_at bigint NOT NULL, resources text NOT NULL
+            )""",
+        ),
+    ),
+    # Nightscout API secrets: see the SQLite migration 11.
+    Migration(
+        11,
+        "Nightscout API secrets",
+        (
+            """CREATE TABLE nightscout_secret (
+                lookup text COLLATE "C" PRIMARY KEY, patient text COLLATE "C" NOT NULL,
+                created bigint NOT NULL
+            )""",
+            "CREATE INDEX nightscout_secret_patient ON nightscout_secret (patient)",
+        ),
+    ),
 )
 
 _SQLITE_VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
@@ -379,35 +665,37 @@ def _latest(migrations: tuple[Migration, ...]) -> int:
     return migrations[-1].version if migrations else 0
 
 
-def _check_not_newer(found: int, migrations: tuple[Migration, ...]) -> None:
-    if found > _latest(migrations):
+def _pending(applied: set[int], migrations: tuple[Migration, ...]) -> list[Migration]:
+    """The migrations not applied yet, in order. By set, not by the highest number: a
+    migration numbered below one already applied (features land in any order during
+    development) is still applied."""
+    newest = max(applied, default=0)
+    if newest > _latest(migrations):
         raise RuntimeError(
-            f"database schema version {found} is newer than this openrecord "
+            f"database schema version {newest} is newer than this openrecord "
             f"({_latest(migrations)}): upgrade openrecord"
         )
+    return [m for m in migrations if m.version not in applied]
 
 
-def _sqlite_version(conn: sqlite3.Connection) -> int:
+def _sqlite_applied(conn: sqlite3.Connection) -> set[int]:
     row = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
     ).fetchone()
     if row is None:
-        return 0
-    return int(conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+        return set()
+    return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
 
 
 def migrate_sqlite(conn: sqlite3.Connection) -> int:
     """Bring the database up to date; returns the schema version. `conn` is autocommit."""
-    if _sqlite_version(conn) == _latest(SQLITE_MIGRATIONS):
+    if not _pending(_sqlite_applied(conn), SQLITE_MIGRATIONS):
         return _latest(SQLITE_MIGRATIONS)  # fast path: no write lock on every open
     conn.execute("BEGIN IMMEDIATE")
     try:
         conn.execute(_SQLITE_VERSION_TABLE)
-        found = _sqlite_version(conn)  # re-read under the lock: another process may have won
-        _check_not_newer(found, SQLITE_MIGRATIONS)
-        for m in SQLITE_MIGRATIONS:
-            if m.version <= found:
-                continue
+        # re-read under the lock: another process may have won
+        for m in _pending(_sqlite_applied(conn), SQLITE_MIGRATIONS):
             for statement in m.statements:
                 conn.execute(statement)
             conn.execute(
@@ -422,26 +710,21 @@ def migrate_sqlite(conn: sqlite3.Connection) -> int:
     return _latest(SQLITE_MIGRATIONS)
 
 
-def _pg_version(conn: psycopg.Connection[Any]) -> int:
+def _pg_applied(conn: psycopg.Connection[Any]) -> set[int]:
     row = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
     if row is None or not row[0]:
-        return 0
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(row[0]) if row is not None else 0
+        return set()
+    return {int(r[0]) for r in conn.execute("SELECT version FROM schema_version").fetchall()}
 
 
 def migrate_postgres(conn: psycopg.Connection[Any]) -> int:
     """Bring the database up to date; returns the schema version. `conn` is autocommit."""
-    if _pg_version(conn) == _latest(POSTGRES_MIGRATIONS):
+    if not _pending(_pg_applied(conn), POSTGRES_MIGRATIONS):
         return _latest(POSTGRES_MIGRATIONS)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
         conn.execute(_PG_VERSION_TABLE)
-        found = _pg_version(conn)
-        _check_not_newer(found, POSTGRES_MIGRATIONS)
-        for m in POSTGRES_MIGRATIONS:
-            if m.version <= found:
-                continue
+        for m in _pending(_pg_applied(conn), POSTGRES_MIGRATIONS):
             for statement in m.statements:
                 conn.execute(statement)
             conn.execute(

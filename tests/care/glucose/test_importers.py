@@ -181,3 +181,93 @@ def test_simglucose_long_file_imports_every_row() -> None:
     assert sorted(result.series) == sorted({line.split(",")[0] for line in lines})
     assert sum(len(v) for v in result.series.values()) + result.duplicates == len(lines)
     assert result.skipped == []
+
+
+# -- daylight-saving days, whole: no hour lost or doubled --------------------------------
+# The rows are written the way the devices record them: every 5 (Clarity) or 15
+# (LibreView historic) minutes of real time, stamped with the local wall clock. The
+# expected instants are the real-time steps themselves, counted here from UTC.
+
+
+def _walls(zone: str, start_utc: datetime, step_minutes: int, n: int) -> list[datetime]:
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    return [
+        (start_utc + timedelta(minutes=step_minutes * i)).astimezone(tz).replace(tzinfo=None)
+        for i in range(n)
+    ]
+
+
+def test_clarity_fall_back_day_has_25_hours_of_readings() -> None:
+    # 2026-11-01 America/Chicago: 00:00 CDT = 05:00Z; the local day lasts 25 hours.
+    start = _utc("2026-11-01T05:00:00")
+    walls = _walls("America/Chicago", start, 5, 25 * 12)
+    assert len({w for w in walls}) == 24 * 12  # one hour of wall times occurs twice
+    header = _read("clarity_mgdl.csv").decode("utf-8-sig").splitlines()[0]
+    rows = [
+        f'"{i}","{w.isoformat()}","EGV","","","","G7","{100 + i % 50}","","","","","",""'
+        for i, w in enumerate(walls)
+    ]
+    result = parse_export("\n".join([header, *rows]), zone="America/Chicago")
+    times = [r.time_us for r in result.readings]
+    assert times == [int(start.timestamp() * 1e6) + i * 300_000_000 for i in range(300)]
+    assert [r.mg_dl for r in result.readings] == [100 + i % 50 for i in range(300)]
+    assert result.skipped == [] and result.duplicates == 0
+
+
+def test_libreview_spring_forward_day_has_23_hours_of_readings() -> None:
+    # 2026-03-08 America/New_York: 00:00 EST = 05:00Z; 02:00-02:59 does not exist.
+    start = _utc("2026-03-08T05:00:00")
+    walls = _walls("America/New_York", start, 15, 23 * 4)
+    assert not any(w.hour == 2 for w in walls)
+    head = _read("libreview_us.csv").decode().splitlines()[:2]
+    rows = [
+        f"FreeStyle Libre 3,0A1B,{w.strftime('%m-%d-%Y %I:%M %p')},0,{90 + i},,,,,,,,,,,,,,"
+        for i, w in enumerate(walls)
+    ]
+    result = parse_export("\n".join([*head, *rows]), zone="America/New_York")
+    times = [r.time_us for r in result.readings]
+    assert times == [int(start.timestamp() * 1e6) + i * 900_000_000 for i in range(92)]
+    assert result.skipped == []
+
+
+def test_overlapping_exports_concatenate_without_duplicates() -> None:
+    first = parse_export(_read("clarity_mgdl.csv"), zone="America/Chicago").readings
+    again = parse_export(_read("clarity_mgdl.csv"), zone="America/Chicago").readings
+    merged = {r.time_us: r for r in [*first, *again]}
+    assert sorted(merged) == [r.time_us for r in first]
+
+
+def test_nightscout_words_units_and_malformed_entries_in_a_file() -> None:
+    text = (
+        '[{"type": "sgv", "sgv": "LOW", "date": 1784361600000},'
+        ' {"type": "sgv", "sgv": "High", "date": 1784361900000},'
+        ' {"type": "sgv", "sgv": 7.2, "units": "mmol", "date": 1784362200000},'
+        ' {"type": "sgv", "sgv": 100, "date": 1784362},'
+        ' {"type": "cal", "slope": 1, "date": 1784362200000}]'
+    )
+    result = parse_export(text)
+    assert _triples(result.readings) == [
+        (_utc("2026-07-18T08:00:00"), 40.0, Limit.LOW),
+        (_utc("2026-07-18T08:05:00"), 400.0, Limit.HIGH),
+        (_utc("2026-07-18T08:10:00"), round(7.2 * 18.0156, 4), None),
+    ]
+    assert [(s.line, "date" in s.reason) for s in result.skipped] == [(3, True)]
+    assert result.other_rows == 1
+
+
+def test_libreview_hi_lo_words_are_the_sensor_limits() -> None:
+    head = _read("libreview_us.csv").decode().splitlines()[:2]
+    rows = [
+        "FreeStyle Libre 2,0A1B,06-01-2026 08:00 AM,0,HI,,,,,,,,,,,,,,",
+        "FreeStyle Libre 2,0A1B,06-01-2026 08:15 AM,0,LO,,,,,,,,,,,,,,",
+        "FreeStyle Libre 2,0A1B,06-01-2026 08:30 AM,0,500,,,,,,,,,,,,,,",
+    ]
+    result = parse_export("\n".join([*head, *rows]), zone="America/New_York")
+    assert _triples(result.readings) == [
+        (_utc("2026-06-01T12:00:00"), 500.0, Limit.HIGH),  # EDT = UTC-4
+        (_utc("2026-06-01T12:15:00"), 40.0, Limit.LOW),
+        (_utc("2026-06-01T12:30:00"), 500.0, Limit.HIGH),  # the ceiling value itself
+    ]

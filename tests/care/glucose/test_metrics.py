@@ -28,8 +28,11 @@ from openrecord.care.glucose.metrics import (
     glucose_stats,
     hourly,
     mage,
+    milli_stats,
     risk_index,
     summarize,
+    summarize_days,
+    summarize_series,
 )
 from openrecord.care.glucose.readings import Reading, mmoll_to_mgdl
 from tests.shared_data import require_shared
@@ -321,6 +324,38 @@ def test_simglucose_14_day_traces_match_an_independent_calculation() -> None:
         assert summary.sufficient == (expected["active"] >= 70.0)
         values = [r.mg_dl for r in inside]
         assert got.mage == pytest.approx(_mage_by_elimination(values, expected["sd"]), rel=1e-3)
+
+
+def test_compact_columns_and_days_match_the_independent_calculation() -> None:
+    """The all-patients path (integer thousandths of mg/dL, instants in ms, by UTC day)
+    against the same independent calculation, and a start that is not on a whole ms."""
+    path = require_shared("cgm", "simglucose", "simglucose_3patients_14d_cgm_long.csv")
+    for subject, readings in parse_export(path.read_bytes()).series.items():
+        start = readings[0].time_us
+        end = start + 14 * 86_400_000_000
+        inside = [r for r in readings if start <= r.time_us < end]
+        times_ms = [r.time_us // 1000 for r in inside]
+        milli = [round(r.mg_dl * 1000) for r in inside]  # the CSV has 2 decimals: exact
+        by_day: dict[int, tuple[list[int], list[int]]] = {}
+        for t, v in zip(times_ms, milli, strict=True):
+            offsets, values = by_day.setdefault(t // 86_400_000, ([], []))
+            offsets.append(t % 86_400_000)
+            values.append(v)
+        days = [(d * 86_400_000, o, v) for d, (o, v) in sorted(by_day.items())]
+        expected = _independent([r.mg_dl for r in inside], [r.time_us for r in inside], start)
+        for summary in (
+            summarize_series(times_ms, milli, start, end),
+            summarize_days(days, start, end),
+            summarize_days(days, start - 1, end),  # the general path: µs slots
+        ):
+            for name, value in expected.items():
+                actual = (
+                    summary.active_percent if name == "active" else getattr(summary.stats, name)
+                )
+                assert actual == pytest.approx(value, rel=1e-3, abs=1e-9), (subject, name)
+        exact, floats = milli_stats(milli), glucose_stats([v / 1000 for v in milli])
+        for name in ("mean", "sd", "lbgi", "hbgi", "gri", "mage", "time_in_range"):
+            assert getattr(exact, name) == pytest.approx(getattr(floats, name), rel=1e-12)
 
 
 def test_risk_index_matches_simglucose_per_reading_lbgi_hbgi() -> None:

@@ -22,9 +22,11 @@ The format is detected from the content, never from a file name. Layouts relied 
   below range is written as the floor (40 mg/dL / 2.2 mmol/L). Same survey (~15 public
   exports), Tidepool's uploader and NightscoutLoader as its cited sources.
 - **Nightscout `entries`** (API v1): a JSON array of objects with `type` (`sgv` for
-  sensor readings), `sgv` (always mg/dL), `date` (epoch milliseconds) and `dateString`
-  (ISO 8601 with offset). Dexcom status codes travel as `sgv` < 39; 39 is Dexcom's
-  "LOW" and 401 its "HIGH" (Dexcom web API v3: 39 and 401 stand for below/above range).
+  sensor readings), `sgv` (mg/dL, or mmol/L with `units: "mmol"`), `date` (epoch
+  milliseconds) and `dateString` (ISO 8601 with offset). Dexcom status codes travel as
+  `sgv` < 39; 39 (or the word `LOW`) is the sensor's "LOW" and 401 (`HIGH`) its
+  "HIGH". Each entry is read exactly as the upload API reads it
+  (`nightscout.classify_entry`), but a malformed one is skipped rather than fatal.
 - **`id,time,gl`**: the long format of research tools (iglu, simglucose exports): subject
   id, `YYYY-MM-DD HH:MM:SS` time, glucose in mg/dL.
 
@@ -51,6 +53,11 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from openrecord.care.glucose.nightscout import (
+    NIGHTSCOUT_HIGH_SGV,
+    NIGHTSCOUT_LOW_SGV,
+    classify_entry,
+)
 from openrecord.care.glucose.readings import Limit, Reading, datetime_to_us, mmoll_to_mgdl
 
 __all__ = [
@@ -87,10 +94,6 @@ LIBRE_LOW_MMOLL = 2.2
 """FreeStyle Libre floor in mmol/L (the mmol/L export's below-range value)."""
 LIBRE_HIGH_MGDL = 500.0
 """FreeStyle Libre ceiling outside the US and Canada (40-500 mg/dL; 400 there)."""
-NIGHTSCOUT_LOW_SGV = 39
-"""Dexcom's "LOW" as uploaded to Nightscout; stored as 40 mg/dL, flagged LOW."""
-NIGHTSCOUT_HIGH_SGV = 401
-"""Dexcom's "HIGH" as uploaded to Nightscout; stored as 400 mg/dL, flagged HIGH."""
 
 _CLARITY_TIMESTAMP = "Timestamp (YYYY-MM-DDThh:mm:ss)"
 _LOW_WORDS = frozenset({"low", "lo"})
@@ -377,6 +380,8 @@ def _parse_libreview(text: str, zone: tzinfo) -> ImportResult:
 
 
 def _parse_nightscout(text: str) -> ImportResult:
+    """Entries as the upload API reads them (`nightscout.classify_entry`); a file is
+    lenient where the API is strict: a malformed entry is skipped, not fatal."""
     try:
         entries: Any = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -387,46 +392,14 @@ def _parse_nightscout(text: str) -> ImportResult:
         raise GlucoseImportError("Nightscout entries must be a JSON array of objects")
     out = _Collector(NIGHTSCOUT, "mg/dL")
     for index, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            out.skip(index, "not a JSON object")
-            continue
-        if entry.get("type", "sgv") != "sgv":
+        outcome = classify_entry(entry)
+        if outcome.kind == "sgv" and outcome.reading is not None:
+            out.add("", index, outcome.reading)
+        elif outcome.kind == "invalid" or "status code" in outcome.message:
+            out.skip(index, outcome.message)
+        else:  # meter readings, calibrations and other types are not sensor readings
             out.result.other_rows += 1
-            continue
-        sgv = entry.get("sgv")
-        if isinstance(sgv, str):
-            sgv = _number(sgv)
-        if isinstance(sgv, bool) or not isinstance(sgv, int | float):
-            out.skip(index, "no numeric sgv")
-            continue
-        time_us = _nightscout_time(entry)
-        if time_us is None:
-            out.skip(index, "no readable date or dateString")
-            continue
-        if sgv < NIGHTSCOUT_LOW_SGV:
-            out.skip(index, f"sgv {sgv} is a Dexcom status code, not a glucose value")
-        elif sgv == NIGHTSCOUT_LOW_SGV:
-            out.add("", index, Reading(time_us, CLARITY_LOW_MGDL, Limit.LOW))
-        elif sgv == NIGHTSCOUT_HIGH_SGV:
-            out.add("", index, Reading(time_us, CLARITY_HIGH_MGDL, Limit.HIGH))
-        else:
-            out.add("", index, Reading(time_us, float(sgv)))
     return out.finish()
-
-
-def _nightscout_time(entry: dict[str, Any]) -> int | None:
-    date = entry.get("date")
-    if isinstance(date, int | float) and not isinstance(date, bool):
-        return round(date * 1000)
-    stamp = entry.get("dateString")
-    if isinstance(stamp, str):
-        try:
-            moment = datetime.fromisoformat(stamp)
-        except ValueError:
-            return None
-        if moment.tzinfo is not None:
-            return datetime_to_us(moment)
-    return None
 
 
 def _parse_research(text: str, zone: tzinfo) -> ImportResult:

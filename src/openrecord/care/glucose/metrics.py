@@ -35,14 +35,22 @@ Definitions and where they come from:
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from itertools import pairwise
+from itertools import pairwise, repeat
+from operator import add, floordiv, sub
 from typing import Any
 
-from openrecord.care.glucose.readings import Reading, datetime_to_us, mgdl_to_mmoll
+from openrecord.care.glucose.readings import (
+    Reading,
+    datetime_to_us,
+    mgdl_to_mmoll,
+    utc_offsets,
+)
 
 __all__ = [
     "DAY_US",
@@ -52,9 +60,12 @@ __all__ = [
     "glucose_stats",
     "hourly",
     "mage",
+    "milli_stats",
     "range_counts",
     "risk_index",
     "summarize",
+    "summarize_days",
+    "summarize_series",
 ]
 
 DAY_US = 86_400_000_000
@@ -64,61 +75,101 @@ _SUFFICIENT_DAYS = 14.0
 _SUFFICIENT_ACTIVE = 70.0
 
 
+def _band_counts(counts: Mapping[float, int]) -> tuple[list[int], int]:
+    very_low = low = in_range = high = very_high = tight = 0
+    for value, c in counts.items():
+        whole = math.floor(value + 0.5)
+        if whole < 54:
+            very_low += c
+        elif whole < 70:
+            low += c
+        elif whole <= 180:
+            in_range += c
+            if whole <= 140:
+                tight += c
+        elif whole <= 250:
+            high += c
+        else:
+            very_high += c
+    return [very_low, low, in_range, high, very_high], tight
+
+
 def range_counts(values: Sequence[float]) -> tuple[list[int], int]:
     """Readings per consensus band (very low ... very high) and in the 70-140 tight range.
 
     Each value is taken to its nearest whole mg/dL (half up) before it is compared.
     """
-    very_low = low = in_range = high = very_high = tight = 0
-    for value in values:
-        whole = math.floor(value + 0.5)
-        if whole < 54:
-            very_low += 1
-        elif whole < 70:
-            low += 1
-        elif whole <= 180:
-            in_range += 1
-            if whole <= 140:
-                tight += 1
-        elif whole <= 250:
-            high += 1
-        else:
-            very_high += 1
-    return [very_low, low, in_range, high, very_high], tight
+    return _band_counts(Counter(values))
+
+
+def _risk(value: float) -> float:
+    """Kovatchev's f(BG), mg/dL."""
+    return 1.509 * (float(math.log(max(value, 1.0)) ** 1.084) - 5.381)
+
+
+def _risk_from_counts(counts: Mapping[float, int], n: int) -> tuple[float, float]:
+    low: list[float] = []
+    high: list[float] = []
+    for value, c in counts.items():
+        f = _risk(value)
+        (low if f < 0 else high).append(10 * f * f * c)
+    return math.fsum(low) / n, math.fsum(high) / n
 
 
 def risk_index(values: Sequence[float]) -> tuple[float, float]:
     """(LBGI, HBGI) of mg/dL values (Kovatchev symmetrization)."""
-    low = high = 0.0
-    for value in values:
-        f = 1.509 * (math.log(max(value, 1.0)) ** 1.084 - 5.381)
-        if f < 0:
-            low += 10 * f * f
-        else:
-            high += 10 * f * f
-    return low / len(values), high / len(values)
+    return _risk_from_counts(Counter(values), len(values))
 
 
 def mage(values: Sequence[float], threshold: float) -> float | None:
-    """Mean height of the excursions larger than `threshold` (1 SD), both directions."""
+    """Mean height of the excursions larger than `threshold` (1 SD), both directions.
+
+    One pass; after the first excursion sets the direction, a rising and a falling
+    loop take turns over one iterator (two comparisons a value, no arithmetic on
+    the direction: this is the metrics' hottest loop)."""
     if len(values) < 2 or not threshold > 0:
         return None
     swings: list[float] = []
-    direction = 0  # +1 rising from `pivot`, -1 falling, 0 not yet known
-    low = high = pivot = extreme = values[0]
-    for value in values[1:]:
-        if direction == 0:
-            high, low = max(high, value), min(low, value)
-            if value - low > threshold:
-                direction, pivot, extreme = 1, low, value
-            elif high - value > threshold:
-                direction, pivot, extreme = -1, high, value
-        elif direction * (value - extreme) > 0:
-            extreme = value
-        elif direction * (extreme - value) > threshold:
-            swings.append(abs(extreme - pivot))
-            direction, pivot, extreme = -direction, extreme, value
-    if direction != 0 and abs(extreme - pivot) > threshold:
+    it = iter(values)
+    low = high = next(it)
+    rising = False
+    pivot = extreme = low
+    for value in it:  # direction not yet known
+        if value > high:
+            high = value
+        elif value < low:
+            low = value
+        if value - low > threshold:
+            rising, pivot, extreme = True, low, value
+            break
+        if high - value > threshold:
+            rising, pivot, extreme = False, high, value
+            break
+    else:
+        return None
+    while True:
+        if rising:
+            for value in it:
+                if value > extreme:
+                    extreme = value
+                elif extreme - value > threshold:
+                    swings.append(extreme - pivot)
+                    pivot, extreme = extreme, value
+                    break
+            else:
+                break
+        else:
+            for value in it:
+                if value < extreme:
+                    extreme = value
+                elif value - extreme > threshold:
+                    swings.append(pivot - extreme)
+                    pivot, extreme = extreme, value
+                    break
+            else:
+                break
+        rising = not rising
+    if abs(extreme - pivot) > threshold:
         swings.append(abs(extreme - pivot))
     return math.fsum(swings) / len(swings) if swings else None
 
@@ -176,15 +227,47 @@ class GlucoseStats:
 
 
 def glucose_stats(values: Sequence[float]) -> GlucoseStats:
-    """Every distribution metric of mg/dL `values` in time order (MAGE needs the order)."""
+    """Every distribution metric of mg/dL `values` in time order (MAGE needs the order).
+
+    All but MAGE come from the values' histogram (CGM values repeat: a few hundred
+    distinct ones per patient), which gives the same sums as a pass over every value."""
     n = len(values)
     if n == 0:
         return GlucoseStats(0)
-    mean = math.fsum(values) / n
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    counts, tight = range_counts(values)
-    very_low, low, in_range, high, very_high = (100.0 * c / n for c in counts)
-    lbgi, hbgi = risk_index(values)
+    counts = Counter(values)
+    mean = math.fsum(v * c for v, c in counts.items()) / n
+    sd = None
+    if n > 1:
+        sd = math.sqrt(math.fsum(c * (v - mean) ** 2 for v, c in counts.items()) / (n - 1))
+    return _stats(counts, n, mean, sd, None if sd is None else mage(values, sd))
+
+
+def milli_stats(milli: Sequence[int]) -> GlucoseStats:
+    """`glucose_stats` of values held as integer thousandths of a mg/dL (the compact
+    storage): the sums are exact integers, the histogram counted in C."""
+    n = len(milli)
+    if n == 0:
+        return GlucoseStats(0)
+    counts = Counter(milli)
+    total = sum(k * c for k, c in counts.items())
+    mean = total / (1000 * n)
+    sd = None
+    swings: float | None = None
+    if n > 1:
+        squares = sum(k * k * c for k, c in counts.items())
+        sd = math.sqrt((n * squares - total * total) / (n * (n - 1))) / 1000
+        height = mage(milli, sd * 1000)
+        swings = None if height is None else height / 1000
+    values = {k / 1000: c for k, c in counts.items()}
+    return _stats(values, n, mean, sd, swings)
+
+
+def _stats(
+    counts: Mapping[float, int], n: int, mean: float, sd: float | None, swings: float | None
+) -> GlucoseStats:
+    bands, tight = _band_counts(counts)
+    very_low, low, in_range, high, very_high = (100.0 * c / n for c in bands)
+    lbgi, hbgi = _risk_from_counts(counts, n)
     hypo = very_low + 0.8 * low
     hyper = very_high + 0.5 * high
     return GlucoseStats(
@@ -204,7 +287,7 @@ def glucose_stats(values: Sequence[float]) -> GlucoseStats:
         gri=min(100.0, 3.0 * hypo + 1.6 * hyper),
         gri_hypo=hypo,
         gri_hyper=hyper,
-        mage=None if sd is None else mage(values, sd),
+        mage=swings,
     )
 
 
@@ -268,11 +351,71 @@ def summarize(
         start_us = chosen[0].time_us if chosen else 0
     if end_us is None:
         end_us = chosen[-1].time_us + interval_us if chosen else start_us
-    expected = math.ceil((end_us - start_us) / interval_us) if end_us > start_us else 0
-    slots = {(r.time_us - start_us) // interval_us for r in chosen}
-    active = 100.0 * min(len(slots), expected) / expected if expected else 0.0
+    active = _active_percent([r.time_us for r in chosen], start_us, end_us, interval_us)
     stats = glucose_stats([r.mg_dl for r in chosen])
     return PeriodSummary(start_us, end_us, interval_minutes, stats, active)
+
+
+def _active_percent(times: Sequence[int], start: int, end: float, interval: int) -> float:
+    """% of the period's device-interval slots holding at least one of `times`
+    (all inside the period; one unit for all four)."""
+    expected = math.ceil((end - start) / interval) if end > start else 0
+    if not expected:
+        return 0.0
+    # two maps in C: (t - start) // interval for every instant
+    slots = set(map(floordiv, map(sub, times, repeat(start)), repeat(interval)))
+    return 100.0 * min(len(slots), expected) / expected
+
+
+def summarize_series(
+    times_ms: Sequence[int],
+    milli: Sequence[int],
+    start_us: int,
+    end_us: int,
+    *,
+    interval_minutes: float = 5.0,
+) -> PeriodSummary:
+    """`summarize` of readings held as columns: instants in ms since the epoch (sorted,
+    all in [start, end)) and values in integer thousandths of a mg/dL (the compact
+    storage). No reading objects are built: this is the all-patients path."""
+    interval_us = round(interval_minutes * _MINUTE_US)
+    if start_us % 1000 == 0 and interval_us % 1000 == 0:
+        active = _active_percent(times_ms, start_us // 1000, end_us / 1000, interval_us // 1000)
+    else:
+        times_us = [t * 1000 for t in times_ms]
+        active = _active_percent(times_us, start_us, end_us, interval_us)
+    return PeriodSummary(start_us, end_us, interval_minutes, milli_stats(milli), active)
+
+
+def summarize_days(
+    days: Iterable[tuple[int, Sequence[int], Sequence[int]]],
+    start_us: int,
+    end_us: int,
+    *,
+    interval_minutes: float = 5.0,
+) -> PeriodSummary:
+    """`summarize_series` of readings held by day, as the compact storage holds them:
+    (day's first instant in ms since the epoch, ms offsets into the day, thousandths
+    of a mg/dL), days in order, every reading in [start, end). The slots of each day
+    are counted from its offsets, so no instant is ever built."""
+    interval_us = round(interval_minutes * _MINUTE_US)
+    if start_us % 1000 or interval_us % 1000:  # not on whole ms: the general path
+        times: list[int] = []
+        values: list[int] = []
+        for base, offsets, milli in days:
+            times.extend(map(add, offsets, repeat(base)))
+            values.extend(milli)
+        return summarize_series(times, values, start_us, end_us, interval_minutes=interval_minutes)
+    start, interval = start_us // 1000, interval_us // 1000
+    expected = math.ceil((end_us - start_us) / interval_us) if end_us > start_us else 0
+    slots: set[int] = set()
+    values_all = array("i")
+    for base, offsets, milli in days:
+        shift = base - start
+        slots.update(map(floordiv, map(add, offsets, repeat(shift)), repeat(interval)))
+        values_all.extend(milli)
+    active = 100.0 * min(len(slots), expected) / expected if expected else 0.0
+    return PeriodSummary(start_us, end_us, interval_minutes, milli_stats(values_all), active)
 
 
 def _local_midnights(first_us: int, last_us: int, zone: tzinfo) -> list[int]:
@@ -304,25 +447,9 @@ def daily(
 
 
 def _local_hours(times_us: Sequence[int], zone: tzinfo) -> list[int]:
-    """Local hour of day of each instant; the zone is asked once per UTC hour."""
-    epoch = datetime.fromtimestamp(0, UTC)
-    unit = timedelta(microseconds=1)
-
-    def offset(time_us: int) -> int:
-        local = (epoch + timedelta(microseconds=time_us)).astimezone(zone)
-        return (local.utcoffset() or timedelta(0)) // unit
-
-    per_hour: dict[int, int | None] = {}
-    hours: list[int] = []
-    for time_us in times_us:
-        hour = time_us // _HOUR_US
-        if hour not in per_hour:
-            first, last = offset(hour * _HOUR_US), offset((hour + 1) * _HOUR_US - 1)
-            per_hour[hour] = first if first == last else None  # None: a change inside
-        known = per_hour[hour]
-        shift = known if known is not None else offset(time_us)
-        hours.append((time_us + shift) // _HOUR_US % 24)
-    return hours
+    """Local hour of day of each instant."""
+    offsets = utc_offsets(times_us, zone)
+    return [(t + shift) // _HOUR_US % 24 for t, shift in zip(times_us, offsets, strict=True)]
 
 
 def hourly(readings: Sequence[Reading], zone: tzinfo = UTC) -> dict[int, GlucoseStats]:

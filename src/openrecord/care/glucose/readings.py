@@ -1,16 +1,17 @@
 """One CGM reading, held compactly, and the mg/dL ↔ mmol/L conversion.
 
 A year of 5-minute readings is ~105,000 of these per patient, so a reading is a
-slotted frozen dataclass of three fields: UTC time in integer microseconds since the
+named tuple of three fields: UTC time in integer microseconds since the
 Unix epoch (the same unit as the store's `idx_date` columns), the value in mg/dL as
 a float, and which sensor limit — if any — the device reported instead of a number.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import Enum
+from typing import NamedTuple
 
 __all__ = [
     "MGDL_PER_MMOLL",
@@ -20,6 +21,7 @@ __all__ = [
     "mgdl_to_mmoll",
     "mmoll_to_mgdl",
     "us_to_datetime",
+    "utc_offsets",
 ]
 
 MGDL_PER_MMOLL = 18.0156
@@ -57,13 +59,13 @@ def us_to_datetime(time_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=time_us)
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):
     """A sensor glucose value at an instant.
 
     `mg_dl` of a reading with a `limit` is the device's limit (e.g. 40 for a Dexcom
     "Low"), so metrics count it in the right range while the flag keeps the fact that
-    the real value lay beyond it.
+    the real value lay beyond it. A named tuple: immutable, and built ~3x faster than
+    a frozen dataclass, which counts at 26 million readings (benchmarks/cgm_scale.py).
     """
 
     time_us: int
@@ -84,3 +86,31 @@ class Reading:
     def mmol_l(self) -> float:
         """The value in mmol/L."""
         return mgdl_to_mmoll(self.mg_dl)
+
+
+_HOUR_US = 3_600_000_000
+
+
+def utc_offsets(times_us: Sequence[int], zone: tzinfo) -> list[int]:
+    """The zone's UTC offset (µs) at each instant: local time is `time_us + offset`.
+
+    Months of readings are hundreds of thousands of instants: the zone is asked once
+    per UTC hour, and per instant only in an hour where its offset changes (DST).
+    """
+    epoch = datetime.fromtimestamp(0, UTC)
+    unit = timedelta(microseconds=1)
+
+    def offset(time_us: int) -> int:
+        local = (epoch + timedelta(microseconds=time_us)).astimezone(zone)
+        return (local.utcoffset() or timedelta(0)) // unit
+
+    per_hour: dict[int, int | None] = {}
+    out: list[int] = []
+    for time_us in times_us:
+        hour = time_us // _HOUR_US
+        if hour not in per_hour:
+            first, last = offset(hour * _HOUR_US), offset((hour + 1) * _HOUR_US - 1)
+            per_hour[hour] = first if first == last else None  # None: a change inside
+        known = per_hour[hour]
+        out.append(known if known is not None else offset(time_us))
+    return out
