@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from openrecord.store import Store, open_store
@@ -38,3 +41,31 @@ def test_a_migration_numbered_below_the_newest_applied_one_still_runs(store_url:
         assert 10 in versions and max(versions) >= 11
     finally:
         store.close()
+
+
+def test_a_committed_notify_reaches_every_watcher_and_a_rollback_none(store: Store) -> None:
+    seen: list[str] = []
+    event = threading.Event()
+
+    def changed() -> None:
+        seen.append("changed")
+        event.set()
+
+    live = store.watch("openrecord_test_channel", changed)
+    if store.backend == "sqlite":
+        assert not live()  # nothing to listen to: callers look things up every time
+        return
+    deadline = time.monotonic() + 10
+    while not live() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert live()
+    event.clear()
+    seen.clear()
+    with pytest.raises(RuntimeError), store.write() as tx:
+        tx.notify("openrecord_test_channel")
+        raise RuntimeError("rolled back: no notification")
+    assert not event.wait(0.5)
+    with store.write() as tx:
+        tx.notify("openrecord_test_channel")
+    assert event.wait(5)
+    assert seen == ["changed"]

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from openrecord.auth.common import OAuthError, digest, dumps, loads, now, random_token
+from openrecord.auth.common import (
+    REVOKED_CHANNEL,
+    OAuthError,
+    digest,
+    dumps,
+    loads,
+    now,
+    random_token,
+)
 from openrecord.auth.scopes import ScopeError, parse_scopes
 from openrecord.store.base import Store, WriteTx
 
@@ -325,6 +333,7 @@ def revoke_grants_where(tx: WriteTx, where: str, params: Sequence[Any]) -> int:
     for grant_id in ids:
         tx.lock(grant_lock(grant_id))  # against an access token being issued meanwhile
         tx.execute("UPDATE auth_access SET revoked = 1 WHERE grant_id = ?", (grant_id,))
+        tx.notify(REVOKED_CHANNEL)
         tx.execute(
             "UPDATE auth_refresh SET used_at = ? WHERE grant_id = ? AND used_at IS NULL",
             (now(), grant_id),

@@ -4,8 +4,11 @@ A token is accepted when it is one of ours (our key by `kid`, ES256 only — `al
 HMAC and every other algorithm are refused before any key is used), unexpired,
 issued for this FHIR base (`aud`) and its `jti` row in `auth_access` is not revoked.
 The signature check (~0.2 ms) is done once per token and remembered — a signature,
-unlike a revocation, cannot change — while expiry, audience and the revocation row
-are checked on every request (one primary-key lookup), so revocation is immediate.
+unlike a revocation, cannot change — while expiry, audience and revocation are
+checked on every request, so revocation is immediate: one primary-key lookup on
+SQLite; on PostgreSQL the answer is remembered while the worker LISTENs to the
+revocation channel that every revoking transaction notifies (looked up again
+whenever that listening is not in place).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
 
-from openrecord.auth.common import now
+from openrecord.auth.common import REVOKED_CHANNEL, now
 from openrecord.auth.keys import ACCESS_ALG, KeyRing
 from openrecord.auth.scopes import ScopeError
 from openrecord.fhir.outcome import FHIRError, Issue
@@ -57,6 +60,34 @@ class BearerVerifier:
         self.keys = keys
         self._verified: dict[str, VerifiedToken] = {}
         self._lock = threading.Lock()
+        # jti found not revoked, trusted only while the store's watch on revocations is
+        # live (PostgreSQL LISTEN): every revoking transaction notifies, and then this
+        # is forgotten. On SQLite (no watch) each request looks the row up (~20 µs).
+        self._unrevoked: set[str] = set()
+        self._generation = 0
+        self._watch_live = store.watch(REVOKED_CHANNEL, self._forget)
+
+    def known_context(self, authorization: str | None, audience: str) -> SecurityContext | None:
+        """The context of a token this worker has already verified and knows to be
+        unrevoked (no I/O: PostgreSQL workers answer it on the event loop); None when
+        `context` must decide."""
+        if not authorization or not self._watch_live():
+            return None
+        scheme, _, token = authorization.partition(" ")
+        verified = self._verified.get(token.strip()) if scheme.lower() == "bearer" else None
+        if (
+            verified is None
+            or verified.jti not in self._unrevoked
+            or verified.exp <= now()
+            or verified.aud.rstrip("/") != audience.rstrip("/")
+        ):
+            return None
+        return verified.context
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._unrevoked.clear()
 
     def claims(self, token: str) -> dict[str, Any] | None:
         """The claims of a valid, unexpired, unrevoked access token (any audience of
@@ -94,8 +125,19 @@ class BearerVerifier:
         return verified.context
 
     def _revoked(self, jti: str) -> bool:
+        live = self._watch_live()
+        if live and jti in self._unrevoked:
+            return False
+        generation = self._generation
         rows = self.store.query("SELECT revoked FROM auth_access WHERE jti = ?", (jti,))
-        return not rows or rows[0][0] != 0
+        revoked = not rows or rows[0][0] != 0
+        if live and not revoked:
+            with self._lock:  # unless a revocation arrived meanwhile
+                if generation == self._generation and self._watch_live():
+                    if len(self._unrevoked) >= _CACHE_MAX:
+                        self._unrevoked.clear()
+                    self._unrevoked.add(jti)
+        return revoked
 
     def _signature(self, token: str) -> VerifiedToken:
         """Check the signature and the claims' shape; remembered per token."""

@@ -10,7 +10,20 @@ from typing import Any
 
 import orjson
 
-__all__ = ["OAuthError", "digest", "dumps", "loads", "now", "random_token", "s256"]
+__all__ = [
+    "REVOKED_CHANNEL",
+    "OAuthError",
+    "digest",
+    "dumps",
+    "loads",
+    "now",
+    "random_token",
+    "s256",
+]
+
+# Notified (`WriteTx.notify`) by every transaction that revokes access tokens: each
+# worker's BearerVerifier forgets the tokens it knew to be valid.
+REVOKED_CHANNEL = "openrecord_auth_revoked"
 
 
 def now() -> int:

@@ -194,6 +194,9 @@ class AuthServer:
         try:
             if self.inline:  # a local SQLite lookup: cheaper than a thread hop
                 return self.verifier.context(header, audience)
+            known = self.verifier.known_context(header, audience)
+            if known is not None:  # verified before and known unrevoked: no I/O
+                return known
             return await run_in_threadpool(self.verifier.context, header, audience)
         except FHIRError as err:
             detail = f"{request.method} {request.url.path}: {err.issues[0].diagnostics}"

@@ -17,7 +17,16 @@ from joserfc import jwt
 
 from openrecord.auth.authorization import RedeemedCode, grant_lock, revoke_grants_where
 from openrecord.auth.clients import Client, scopes_covered
-from openrecord.auth.common import OAuthError, digest, dumps, loads, now, random_token, s256
+from openrecord.auth.common import (
+    REVOKED_CHANNEL,
+    OAuthError,
+    digest,
+    dumps,
+    loads,
+    now,
+    random_token,
+    s256,
+)
 from openrecord.auth.keys import ACCESS_ALG, ID_TOKEN_ALG, KeyRing
 from openrecord.auth.scopes import ScopeError, parse_scopes
 from openrecord.store.base import Store, WriteTx
@@ -358,3 +367,4 @@ class TokenService:
                     "UPDATE auth_access SET revoked = 1 WHERE jti = ? AND client_id = ?",
                     (jti, client.client_id),
                 )
+                tx.notify(REVOKED_CHANNEL)

@@ -9,7 +9,7 @@ searches. It knows nothing about HTTP or authorization: the record service
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -106,6 +106,10 @@ class WriteTx(ABC):
         inside this transaction; `?` placeholders on every backend. Returns the rows
         (none for a statement without a result)."""
 
+    def notify(self, channel: str) -> None:  # noqa: B027 (a no-op unless overridden)
+        """Tell every process watching `channel` (`Store.watch`) once this commits.
+        Nothing to do where no process can watch (SQLite)."""
+
     @abstractmethod
     def reindex(
         self, items: Sequence[tuple[StoredVersion, Sequence[IndexEntry]]]
@@ -166,6 +170,13 @@ class Store(ABC):
         through `write()` and `WriteTx.execute`, so they share the FHIR transaction.
         """
 
+    def watch(self, channel: str, changed: Callable[[], None]) -> Callable[[], bool]:
+        """Call `changed` (from a background thread) after each committed transaction
+        that called `notify(channel)`, in any process. Returns whether the watch is
+        live now: while it is not, notifications may be missed and a cache relying on
+        them must not be used. Not live on backends without notifications (SQLite)."""
+        return _never
+
     @property
     @abstractmethod
     def backend(self) -> str:
@@ -181,3 +192,7 @@ class Store(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def _never() -> bool:
+    return False

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import psycopg.sql
 from psycopg import errors
 from psycopg.pq import TransactionStatus
 
@@ -270,6 +271,7 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, *, pool_size: int = 8, pool_timeout: float = 30.0) -> None:
         super().__init__()
         self.pool = _Pool(url, pool_size, pool_timeout)
+        self._watches: list[_Watch] = []
         self._pid_conn: Conn | None = None
         with self.pool.connection() as conn:
             migrate_postgres(conn)
@@ -320,11 +322,60 @@ class PostgresStore(SqlStore):
             self.pids.setdefault(type, {})[code] = pid
             return pid
 
+    def watch(self, channel: str, changed: Callable[[], None]) -> Callable[[], bool]:
+        watch = _Watch(self.pool.url, channel, changed)
+        self._watches.append(watch)
+        return watch.is_live
+
     def close(self) -> None:
+        for watch in self._watches:
+            watch.stop()
         self.pool.close()
         with self.pid_lock:
             if self._pid_conn is not None:
                 self._pid_conn.close()
+
+
+class _Watch:
+    """LISTEN on a channel from a thread of its own, on a connection of its own.
+
+    `changed` runs for every notification, and whenever the connection is lost or
+    (re)established — notifications may have been missed then; `is_live()` is False
+    until the LISTEN is in place again (retried every second).
+    """
+
+    def __init__(self, url: str, channel: str, changed: Callable[[], None]) -> None:
+        self.url = url
+        self.channel = channel
+        self.changed = changed
+        self._live = False
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{channel}", daemon=True)
+        self._thread.start()
+
+    def is_live(self) -> bool:
+        return self._live
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def _run(self) -> None:
+        listen = psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(self.channel))
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(listen)
+                    self._live = True
+                    self.changed()
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=1.0):
+                            self.changed()
+            except psycopg.Error:
+                pass
+            finally:
+                self._live = False
+                self.changed()
+            self._stopping.wait(1.0)
 
 
 class PostgresTx(BufferedTx):
@@ -336,6 +387,9 @@ class PostgresTx(BufferedTx):
         super().__init__(store, fetch)
         self.pg_store = store
         self.conn = conn
+
+    def notify(self, channel: str) -> None:
+        self.conn.execute("SELECT pg_notify(%s, '')", (channel,))
 
     def select_current(self, type: str, id: str) -> tuple[int, StoredVersion] | None:
         row = self.conn.execute(
