@@ -2,13 +2,14 @@
 """What authorization adds to a request: the same read with `--open` and with tokens.
 
 Two `openrecord serve` processes (one worker each) on one database — one `--open`,
-one authorizing — answer `GET Patient/[id]` over keep-alive connections, in
-interleaved rounds so both see the same machine load: no token (open), a
+one authorizing — answer `GET Patient/[id]` over keep-alive connections, request by
+request in turn so both see the same machine load: no token (open), a
 `system/*.rs` token (signature check cached, revocation row looked up, scope check),
 and a `patient/*.rs` token (the same plus the compartment check of the resource).
-Prints the median and mean latency of each and the difference to open; then the
-in-process cost of one bearer check (`BearerVerifier.context`, cached signature plus
-the revocation lookup) without HTTP.
+Prints the median and mean latency of each and the difference to open; then, without
+HTTP, the cost of one bearer check (`BearerVerifier.context`: cached signature, expiry,
+audience, revocation) and `RecordService.read` with each token's own context, with the
+audit append turned off (the access checks alone: what authorization adds) and on.
 
     python benchmarks/auth_overhead.py [--database URL] [--rounds 40] [--per-round 100]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,7 +39,10 @@ from openrecord.auth.authorization import complete_authorization  # noqa: E402
 from openrecord.auth.bearer import BearerVerifier  # noqa: E402
 from openrecord.auth.common import s256  # noqa: E402
 from openrecord.auth.keys import KeyRing  # noqa: E402
+from openrecord.service.context import SecurityContext  # noqa: E402
+from openrecord.service.records import RecordService  # noqa: E402
 from openrecord.store import open_store  # noqa: E402
+from openrecord.store.base import Store  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from _server import free_port  # noqa: E402
@@ -60,7 +65,10 @@ def serve(database: str, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     command = [sys.executable, "-m", "openrecord", "serve", "--database", database]
     command += ["--port", str(port), "--workers", "1", "--log-level", "warning", *extra]
-    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    # no periodic AuditEvent catch-up: each server's pass would hold SQLite's writer
+    # while the other appends (noise; reads do not need it, only AuditEvent reads do)
+    env = {**os.environ, "OPENRECORD_AUDIT_CATCH_UP_SECONDS": "0"}
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env)
     root = f"http://127.0.0.1:{port}"
     wait_up(f"{root}/healthz", proc)
     return root, proc
@@ -166,6 +174,31 @@ def timed(client: httpx.Client, url: str, headers: dict[str, str], n: int) -> li
     return out
 
 
+def in_process(store: Store, contexts: dict[str, SecurityContext], rounds: int) -> None:
+    """`RecordService.read` of the same Patient with each token's own context, with
+    and without the audit append (what the access checks cost, apart from auditing)."""
+    records = RecordService(store)
+    records.warm_up()
+    for audit in (False, True):
+        records.audit.enabled = audit
+        per_round = 200 if not audit else 50
+        samples: dict[str, list[float]] = {name: [] for name in contexts}
+        order = list(contexts.items())
+        for round_ in range(rounds):
+            shift = round_ % len(order)
+            for name, ctx in order[shift:] + order[:shift]:
+                t = time.perf_counter()
+                for _ in range(per_round):
+                    records.read(ctx, "Patient", "bench-p")
+                samples[name].append((time.perf_counter() - t) / per_round * 1e6)
+        label = "with the audit append" if audit else "access checks only (audit off)"
+        print(f"  RecordService.read in-process, {label}:")
+        base = statistics.median(samples["open (no token)"])
+        for name, values in samples.items():
+            median = statistics.median(values)
+            print(f"    {name:<20} median {median:.1f} µs (+{median - base:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database", help="default: a fresh SQLite file")
@@ -204,12 +237,13 @@ def main() -> None:
             timed(clients[name], f"{root}/fhir/Patient/bench-p", headers, 200)
         order = list(cases.items())
         for round_ in range(args.rounds):
-            # each case first, second and third in turn: a fixed order showed a drift
-            # within a round (the last case ~0.2 ms slower) as a difference between cases
-            shift = round_ % len(order)
-            for name, (root, headers) in order[shift:] + order[:shift]:
-                url = f"{root}/fhir/Patient/bench-p"
-                samples[name] += timed(clients[name], url, headers, args.per_round)
+            # request by request, each case first, second and third in turn: blocks of
+            # requests per case showed the machine's drift as a difference between cases
+            for i in range(args.per_round):
+                shift = (round_ + i) % len(order)
+                for name, (root, headers) in order[shift:] + order[:shift]:
+                    url = f"{root}/fhir/Patient/bench-p"
+                    samples[name] += timed(clients[name], url, headers, 1)
         backend = database.split(":", 1)[0]
         print(f"GET Patient/[id], {backend}, {args.rounds * args.per_round} requests per case")
         base_median = statistics.median(samples["open (no token)"]) * 1e3
@@ -224,17 +258,23 @@ def main() -> None:
         store = open_store(database)
         try:
             verifier = BearerVerifier(store, KeyRing(store))
-            header = f"Bearer {system}"
             audience = f"{auth_root}/fhir"
+            header = f"Bearer {system}"
             verifier.context(header, audience)
             n = 5000
             t = time.perf_counter()
             for _ in range(n):
                 verifier.context(header, audience)
             per = (time.perf_counter() - t) / n * 1e6
+            print(f"  bearer check in-process (cached signature + revocation check): {per:.1f} µs")
+            contexts = {
+                "open (no token)": SecurityContext.open(),
+                "system/*.rs token": verifier.context(header, audience),
+                "patient/*.rs token": verifier.context(f"Bearer {ptoken}", audience),
+            }
+            in_process(store, contexts, args.rounds)
         finally:
             store.close()
-        print(f"  bearer check in-process (cached signature + revocation lookup): {per:.1f} µs")
     finally:
         for proc in (auth_proc, open_proc):
             proc.terminate()

@@ -8,12 +8,21 @@ a database per test would cost more than most tests.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.databases import backends, fresh_database
+from openrecord.store import open_store
+from openrecord.store.base import Store
+from tests.databases import backends, drop_pending, fresh_database
+
+# The data folder (the default SQLite database, the TOTP secret key file) of every
+# server and command the tests start: never the developer's own.
+os.environ["OPENRECORD_HOME"] = tempfile.mkdtemp(prefix="openrecord-test-home-")
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +55,20 @@ def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     url: str = request.getfixturevalue("_pg_session_database")
     _empty_postgres(url)
     return url
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop the test databases still queued (`tests.databases` drops in the background)
+    and the data folder."""
+    drop_pending()
+    shutil.rmtree(os.environ["OPENRECORD_HOME"], ignore_errors=True)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """An open store on `store_url` (each backend), closed after the test."""
+    s = open_store(store_url)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -82,7 +82,6 @@ def audit_command(database: str, args: argparse.Namespace) -> int:
 
 
 def _export(database: str, output: str) -> int:
-    from openrecord.service.audit import AUDIT_TYPE
     from openrecord.store import open_store
 
     store = open_store(database)
@@ -90,18 +89,15 @@ def _export(database: str, output: str) -> int:
     try:
         after = 0
         while True:
-            rows = store.query(
-                "SELECT seq, event_id, hash FROM audit_chain WHERE seq > ? ORDER BY seq LIMIT 500",
-                (after,),
-            )
+            rows = _chain_rows(store, after)
             if not rows:
                 break
-            for seq, event_id, digest in rows:
-                found = store.read(AUDIT_TYPE, event_id)
+            for seq, event_id, digest, data in rows:
+                event = data if data is not None else _stored(store, event_id)
                 line = {
                     "seq": int(seq),
                     "hash": digest,
-                    "event": orjson.Fragment(found.data) if found and found.data else None,
+                    "event": orjson.Fragment(event) if event else None,
                 }
                 out.write(orjson.dumps(line) + b"\n")
                 after = int(seq)
@@ -110,6 +106,24 @@ def _export(database: str, output: str) -> int:
             out.close()
         store.close()
     return 0
+
+
+def _chain_rows(store: Store, after: int) -> list[tuple[int, str, str, bytes | None]]:
+    """The next 500 chain rows after `after`: seq, event id, hash, event JSON (None for
+    rows chained before events were kept in the chain: the resource holds it)."""
+    rows = store.query(
+        "SELECT seq, event_id, hash, event FROM audit_chain WHERE seq > ? ORDER BY seq LIMIT 500",
+        (after,),
+    )
+    return [(int(s), str(e), str(h), bytes(d) if d is not None else None) for s, e, h, d in rows]
+
+
+def _stored(store: Store, event_id: str) -> bytes | None:
+    """The AuditEvent resource's JSON, if it is stored (and unchanged: version 1)."""
+    from openrecord.service.audit import AUDIT_TYPE
+
+    found = store.read(AUDIT_TYPE, event_id)
+    return found.data if found is not None and found.version == 1 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,23 +137,22 @@ class ChainReport:
 
 def verify_chain(store: Store, *, anchor: tuple[int, str] | None = None) -> ChainReport:
     """Walk the chain from seq 1: every row follows the previous one without a gap,
-    its hash covers the previous hash and the stored AuditEvent (unchanged, version 1),
-    and every AuditEvent resource has a row. `anchor` (seq, hash), recorded earlier
-    outside the database, must still be in the chain (a truncated or rebuilt tail)."""
-    from openrecord.service.audit import AUDIT_TYPE, GENESIS, chain_hash
+    its hash covers the previous hash and its event, the AuditEvent resource stored
+    from it is the same event (unchanged, version 1), and every AuditEvent resource
+    has a row. `anchor` (seq, hash), recorded earlier outside the database, must still
+    be in the chain (a truncated or rebuilt tail)."""
+    from openrecord.service.audit import GENESIS, chain_hash
+    from openrecord.service.audit_chain import materialized_seq
 
+    stored_up_to = materialized_seq(store)
     previous, expected, count = GENESIS, 1, 0
     head: tuple[int, str] | None = None
     after = 0
     while True:
-        rows = store.query(
-            "SELECT seq, event_id, hash FROM audit_chain WHERE seq > ? ORDER BY seq LIMIT 500",
-            (after,),
-        )
+        rows = _chain_rows(store, after)
         if not rows:
             break
-        for seq, event_id, stored_hash in rows:
-            seq = int(seq)
+        for seq, event_id, stored_hash, chained in rows:
             if seq != expected:
                 return ChainReport(
                     False,
@@ -149,13 +162,17 @@ def verify_chain(store: Store, *, anchor: tuple[int, str] | None = None) -> Chai
                     " (deleted rows)",
                     expected,
                 )
-            found = store.read(AUDIT_TYPE, event_id)
-            if found is None or found.data is None or found.version != 1:
+            # rows chained before events were kept in the chain: the resource is it
+            event = chained if chained is not None else _stored(store, event_id)
+            stored_from_row = chained is not None and seq <= stored_up_to
+            if event is None or (stored_from_row and _stored(store, event_id) != chained):
+                found = store.read("AuditEvent", event_id)
                 what = "missing" if found is None or found.data is None else "changed"
                 return ChainReport(
                     False, count, head, f"AuditEvent/{event_id} of row {seq} is {what}", seq
                 )
-            if chain_hash(previous, orjson.loads(found.data)) != stored_hash:
+            parsed = orjson.loads(event)
+            if parsed.get("id") != event_id or chain_hash(previous, parsed) != stored_hash:
                 return ChainReport(
                     False,
                     count,
@@ -175,7 +192,7 @@ def verify_chain(store: Store, *, anchor: tuple[int, str] | None = None) -> Chai
         return ChainReport(
             False, count, head, f"the chain ends before the anchor row {anchor[0]}", anchor[0]
         )
-    unchained = _unchained_events(store, count)
+    unchained = _unchained_events(store, min(count, stored_up_to))
     if unchained:
         return ChainReport(
             False,
@@ -188,7 +205,8 @@ def verify_chain(store: Store, *, anchor: tuple[int, str] | None = None) -> Chai
 
 def _unchained_events(store: Store, chained: int) -> str | None:
     """The id of an AuditEvent resource without a chain row, if any (the full scan
-    runs only when the counts differ)."""
+    runs only when the count of resources differs from `chained`, the rows stored
+    as resources)."""
     from openrecord.service.audit import AUDIT_TYPE
     from openrecord.store.query import SearchQuery
 

@@ -73,6 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="dynamic client registration only with a software statement of a trusted issuer",
     )
     serve.add_argument(
+        "--rate-limit",
+        action="append",
+        default=[os.environ.get("OPENRECORD_RATE_LIMITS", "")],
+        metavar="NAME=COUNT/SECONDS",
+        help="change a rate limit of the OAuth endpoints (token, token-client, register,"
+        " client-auth-failures…; NAME=off turns one off; repeatable; docs/security.md)",
+    )
+    serve.add_argument(
         "--max-body-mb",
         type=int,
         default=int(os.environ.get("OPENRECORD_MAX_BODY_BYTES", 64 * 2**20)) // 2**20,
@@ -194,8 +202,21 @@ def serve_command(args: argparse.Namespace, database: str) -> int:
 
     if not apply_auth_options(args):  # --open only on loopback
         return 2
+    from openrecord.auth.rate_limit import parse_limits
+
+    try:
+        os.environ["OPENRECORD_RATE_LIMITS"] = ",".join(filter(None, args.rate_limit))
+        parse_limits(os.environ["OPENRECORD_RATE_LIMITS"])
+    except ValueError as err:
+        print(f"openrecord: {err}", file=sys.stderr)
+        return 2
     # Open once here so migrations run before the workers start.
     open_store(database).close()
+    if not args.open:  # the secret key exists and opens every stored TOTP key
+        from openrecord.auth.accounts_cli import seal_secrets
+
+        if seal_secrets(database) != 0:
+            return 2
     os.environ["OPENRECORD_DATABASE"] = database
     os.environ["OPENRECORD_MAX_BODY_BYTES"] = str(args.max_body_mb * 2**20)
     os.environ["OPENRECORD_DEBUG_SEARCH"] = "1" if args.debug_search else "0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from joserfc.jwk import ECKey, RSAKey
 from tests.auth.oauth_helpers import backend_token, bearer, example_key
 from tests.databases import backends
 from tests.server.conftest import Server, running_server
+from tests.server.launcher import run_openrecord
 
 SOFTWARE_ISSUER = "https://apps.example.org/software-statements"
 
@@ -44,10 +44,8 @@ class AuthServer:
 
 
 def admin_cli(database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openrecord", "admin", *args, "--database", database],
-        capture_output=True,
-        text=True,
+    return run_openrecord(
+        ["admin", *args, "--database", database],
         timeout=60,
     )
 

@@ -11,9 +11,8 @@ import hmac
 import html
 import re
 import struct
-import subprocess
-import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -21,6 +20,8 @@ import httpx
 from openrecord.service.context import SecurityContext
 from openrecord.service.records import RecordService
 from openrecord.store import open_store
+from tests.server.conftest import Server
+from tests.server.launcher import run_openrecord
 
 PASSWORD = "a long enough passphrase"
 _HIDDEN = re.compile(r'<input type="hidden" name="([a-z_]+)" value="([^"]*)">')
@@ -54,11 +55,8 @@ def create_user(
         "RelatedPerson": "--related-person",
         "Person": "--person",
     }[type]
-    done = subprocess.run(
+    done = run_openrecord(
         [
-            sys.executable,
-            "-m",
-            "openrecord",
             "admin",
             "create-user",
             "--database",
@@ -71,8 +69,6 @@ def create_user(
             *(("--totp",) if with_totp else ()),
         ],
         input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -143,3 +139,18 @@ def pass_mfa(browser: httpx.Client, secret: str) -> httpx.Response:
     assert page.status_code == 200, page.text
     fields = hidden(page.text, "/auth/mfa")
     return browser.post("/auth/mfa", data={**fields, "code": rfc6238(secret)})
+
+
+@dataclass(frozen=True)
+class Site:
+    """A running authorizing server and the TOTP keys of the users it was seeded with."""
+
+    server: Server
+    keys: dict[str, str]  # username -> TOTP key
+
+    @property
+    def root(self) -> str:
+        return self.server.base.rsplit("/fhir", 1)[0]
+
+    def browser(self) -> httpx.Client:
+        return httpx.Client(base_url=self.root, timeout=30, follow_redirects=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,20 +16,10 @@ from openrecord.auth.sessions import IDLE_SECONDS, SessionStore
 from openrecord.auth.throttle import Throttle, ThrottlePolicy
 from openrecord.service.context import SecurityContext
 from openrecord.service.records import RecordService
-from openrecord.store import open_store
 from openrecord.store.base import Store
 
 PASSWORD = "correct horse battery"
 FAST = ThrottlePolicy(free_failures=2, delay_ms=40, lockout_after=5, lockout_ms=60_000)
-
-
-@pytest.fixture()
-def store(store_url: str) -> Iterator[Store]:
-    s = open_store(store_url)
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 @pytest.fixture()

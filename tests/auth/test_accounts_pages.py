@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -21,6 +18,7 @@ import pytest
 from tests.auth.oauth_helpers import REDIRECT, authorize, exchange, register, register_app
 from tests.auth.pages_helpers import (
     PASSWORD,
+    Site,
     add_user,
     audit_events,
     audit_kinds,
@@ -33,7 +31,8 @@ from tests.auth.pages_helpers import (
 )
 from tests.auth.soft_authenticator import SoftAuthenticator
 from tests.databases import backends
-from tests.server.conftest import Server, running_server
+from tests.server.conftest import running_server
+from tests.server.launcher import run_openrecord
 
 SCOPE = "openid fhirUser launch/patient patient/Patient.rs patient/Observation.rs offline_access"
 COOKIE = "openrecord-session"  # plain HTTP on loopback: no Secure, no __Host- prefix
@@ -51,19 +50,6 @@ SEED = [
      "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
      "subject": {"reference": "Patient/kid"}},
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Site:
-    server: Server
-    secrets: dict[str, str]  # username -> TOTP key
-
-    @property
-    def root(self) -> str:
-        return self.server.base.rsplit("/fhir", 1)[0]
-
-    def browser(self) -> httpx.Client:
-        return httpx.Client(base_url=self.root, timeout=30, follow_redirects=False)
 
 
 @pytest.fixture(scope="module", params=backends())
@@ -120,7 +106,7 @@ def test_standalone_launch_with_a_patient_picked_and_a_scope_unticked(site: Site
         )
         assert done.status_code == 303 and done.headers["location"] == "/auth/mfa"
         assert browser.cookies[COOKIE] != before  # a new session id after the password
-        done = pass_mfa(browser, site.secrets["mary"])
+        done = pass_mfa(browser, site.keys["mary"])
         assert done.status_code == 303 and done.headers["location"] == "/auth/select-patient"
         picker = browser.get("/auth/select-patient")
         assert picker.status_code == 200
@@ -173,7 +159,7 @@ def test_consent_without_the_csrf_token_is_refused_and_audited(site: Site) -> No
     with site.browser() as browser:
         _start(site, browser)
         assert login(browser, "csrf").status_code == 303
-        assert pass_mfa(browser, site.secrets["csrf"]).status_code == 303
+        assert pass_mfa(browser, site.keys["csrf"]).status_code == 303
         browser.get("/auth/select-patient")
         browser.post(
             "/auth/select-patient",
@@ -220,7 +206,7 @@ def test_mfa_cannot_be_skipped_by_url(site: Site) -> None:
             data={
                 "csrf": csrf,
                 "method": "totp",
-                "code": "000000" if rfc6238(site.secrets["bypass"]) != "000000" else "111111",
+                "code": "000000" if rfc6238(site.keys["bypass"]) != "000000" else "111111",
             },
         )
         assert wrong.status_code == 401
@@ -248,7 +234,7 @@ def test_a_session_id_planted_before_login_is_dead_after_it(site: Site) -> None:
         assert done.status_code == 303
         after_password = victim.cookies[COOKIE]
         assert after_password != planted
-        assert pass_mfa(victim, site.secrets["fixation"]).status_code == 303
+        assert pass_mfa(victim, site.keys["fixation"]).status_code == 303
         assert victim.cookies[COOKIE] not in (planted, after_password)
         assert victim.get("/account/apps").status_code == 200
     for stale in (planted, after_password):
@@ -289,7 +275,7 @@ def test_a_patient_the_user_may_not_act_for_is_refused(site: Site) -> None:
     with site.browser() as browser:
         _start(site, browser)
         assert login(browser, "picker").status_code == 303
-        assert pass_mfa(browser, site.secrets["picker"]).status_code == 303
+        assert pass_mfa(browser, site.keys["picker"]).status_code == 303
         picker = browser.get("/auth/select-patient")
         refused = browser.post(
             "/auth/select-patient", data={**hidden(picker.text), "patient": "stranger"}
@@ -300,7 +286,7 @@ def test_a_patient_the_user_may_not_act_for_is_refused(site: Site) -> None:
 
 def _sign_in(site: Site, browser: httpx.Client, username: str) -> None:
     assert login(browser, username).status_code == 303
-    assert pass_mfa(browser, site.secrets[username]).status_code == 303
+    assert pass_mfa(browser, site.keys[username]).status_code == 303
 
 
 def _launch(site: Site, browser: httpx.Client, client_id: str, patient: str) -> dict[str, str]:
@@ -361,11 +347,8 @@ def test_connected_apps_are_listed_and_revoked(site: Site) -> None:
 
 
 def test_password_reset_by_one_time_link(site: Site) -> None:
-    done = subprocess.run(
+    done = run_openrecord(
         [
-            sys.executable,
-            "-m",
-            "openrecord",
             "admin",
             "reset-password",
             "--database",
@@ -373,8 +356,6 @@ def test_password_reset_by_one_time_link(site: Site) -> None:
             "--username",
             "reset",
         ],
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -508,11 +489,8 @@ def test_an_unknown_or_finished_request_is_explained(site: Site) -> None:
 
 
 def test_create_user_refuses_what_is_not_there(site: Site) -> None:
-    done = subprocess.run(
+    done = run_openrecord(
         [
-            sys.executable,
-            "-m",
-            "openrecord",
             "admin",
             "create-user",
             "--database",
@@ -524,8 +502,6 @@ def test_create_user_refuses_what_is_not_there(site: Site) -> None:
             "--password-stdin",
         ],
         input=PASSWORD + "\n",
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert done.returncode == 2 and "Patient/missing is not in the database" in done.stderr

@@ -58,3 +58,24 @@ def js_client() -> Path:
     bundle = JS_CLIENT / "fhir-client.min.js"
     need(bundle.exists(), f"{bundle} is missing (npm ci --prefix tests/e2e/js)")
     return bundle
+
+
+def virtual_authenticator(context: Any, page: Any) -> tuple[Any, str]:
+    """A CTAP2 platform authenticator with resident keys and user verification in
+    Chromium (DevTools WebAuthn domain), for `page`: (the CDP session, its id)."""
+    cdp = context.new_cdp_session(page)
+    cdp.send("WebAuthn.enable")
+    made = cdp.send(
+        "WebAuthn.addVirtualAuthenticator",
+        {
+            "options": {
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": True,
+                "hasUserVerification": True,
+                "isUserVerified": True,
+                "automaticPresenceSimulation": True,
+            }
+        },
+    )
+    return cdp, str(made["authenticatorId"])

@@ -34,6 +34,7 @@ import pytest
 from tests.auth.pages_helpers import PASSWORD, add_user, create_user, rfc6238, seed
 from tests.databases import backends
 from tests.e2e.app_server import app_server
+from tests.e2e.conftest import virtual_authenticator
 from tests.server.conftest import Server, running_server
 
 APP = Path(__file__).parent / "app"
@@ -183,21 +184,7 @@ def test_register_a_passkey_then_sign_in_with_it(site: Site, chromium: Any) -> N
     context = chromium.new_context()
     try:
         page = context.new_page()
-        cdp = context.new_cdp_session(page)
-        cdp.send("WebAuthn.enable")
-        authenticator = cdp.send(
-            "WebAuthn.addVirtualAuthenticator",
-            {
-                "options": {
-                    "protocol": "ctap2",
-                    "transport": "internal",
-                    "hasResidentKey": True,
-                    "hasUserVerification": True,
-                    "isUserVerified": True,
-                    "automaticPresenceSimulation": True,
-                }
-            },
-        )["authenticatorId"]
+        cdp, authenticator = virtual_authenticator(context, page)
         page.goto(f"{root}/auth/login?next=/account/security")
         page.fill("#username", "grace")
         page.fill("#password", PASSWORD)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +15,7 @@ import pytest
 
 from tests.databases import backends, fresh_database
 from tests.server.conformance_data import load
+from tests.server.launcher import launch
 
 
 @dataclass(frozen=True)
@@ -39,26 +38,8 @@ def start_server(
     """`openrecord serve` on a free port. Test servers run `--open` (they test the FHIR
     API, not authorization) unless `authorized`: then every request needs a token."""
     port = free_port()
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "openrecord",
-            "serve",
-            "--database",
-            database,
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *(() if authorized else ("--open",)),
-            *extra,
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={**os.environ},
-    )
+    argv = ["serve", "--database", database, "--port", str(port), "--log-level", "warning"]
+    proc = launch([*argv, *(() if authorized else ("--open",)), *extra], log)
     root = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90  # a loaded machine (shared CI, -n 2) starts slowly
     while time.monotonic() < deadline:

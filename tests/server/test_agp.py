@@ -15,7 +15,6 @@ import csv
 import json
 import math
 import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from tests.auth.conftest import AuthServer, auth_server  # noqa: F401  (the fixt
 from tests.auth.oauth_helpers import backend_token, bearer
 from tests.care.glucose.test_agp_render import SCALE, check_page, raster_pdf, raster_svg
 from tests.server.conftest import Server
+from tests.server.launcher import run_openrecord
 from tests.shared_data import require_shared
 
 PATIENT = "agp-adolescent003"
@@ -39,12 +39,9 @@ IG = "http://hl7.org/fhir/uv/cgm/StructureDefinition/"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openrecord", "glucose", *args],
-        capture_output=True,
-        text=True,
+    return run_openrecord(
+        ["glucose", *args],
         timeout=600,
-        check=False,
     )
 
 

@@ -15,8 +15,6 @@ import hashlib
 import hmac
 import io
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -29,6 +27,7 @@ import pytest
 from openrecord.cli import main
 from tests.databases import backends
 from tests.server.conftest import Server, running_server
+from tests.server.launcher import run_openrecord
 from tests.server.webhook_receiver import Receiver
 
 SECRET = "test-signing-secret-4f1c"
@@ -68,14 +67,8 @@ def http(alert_server: Server) -> Iterator[httpx.Client]:
 
 def glucose_import(database: str, patient: str, path: Path) -> None:
     """`openrecord glucose import`, as a process of its own."""
-    command = ["-m", "openrecord", "glucose", "import", "--database", database]
-    done = subprocess.run(
-        [sys.executable, *command, "--patient", patient, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    command = ["glucose", "import", "--database", database]
+    done = run_openrecord([*command, "--patient", patient, str(path)], timeout=120)
     assert done.returncode == 0, done.stderr
 
 

@@ -20,7 +20,6 @@ import itertools
 import math
 import statistics
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +28,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import Server
+from tests.server.launcher import run_openrecord
 from tests.shared_data import require_shared
 
 PATIENT = "cgm-adolescent003"
@@ -52,11 +52,8 @@ def simglucose_file(folder: Path) -> Path:
 def glucose_import(
     server: Server, path: Path, patient: str = PATIENT
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+    return run_openrecord(
         [
-            sys.executable,
-            "-m",
-            "openrecord",
             "glucose",
             "import",
             "--database",
@@ -65,10 +62,7 @@ def glucose_import(
             patient,
             str(path),
         ],
-        capture_output=True,
-        text=True,
         timeout=600,
-        check=False,
     )
 
 

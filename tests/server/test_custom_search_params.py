@@ -9,7 +9,6 @@ SearchParameter's `code` becomes a search parameter of each `base` type, its
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from openrecord.service.records import RecordService
 from openrecord.store import open_store
 from tests.databases import backends, fresh_database
 from tests.server.conftest import Server, running_server, serving
+from tests.server.launcher import run_openrecord
 
 MMN = "http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName"
 BIRTH_TIME = "http://hl7.org/fhir/StructureDefinition/patient-birthTime"
@@ -320,9 +320,7 @@ def test_every_worker_uses_a_parameter_at_once(two_workers: Server) -> None:
 
 
 def openrecord(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openrecord", *args], capture_output=True, text=True, timeout=600
-    )
+    return run_openrecord([*args], timeout=600)
 
 
 @pytest.fixture(params=backends())

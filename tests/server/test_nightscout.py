@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import Server
+from tests.server.launcher import run_openrecord
 
 T0 = 1_784_361_600_000  # 2026-07-18T08:00:00Z in epoch ms
 MIN5 = 300_000
@@ -70,10 +70,8 @@ FOLLOWED = [120, 121, 122, 123, 124, 125, 200, 150]  # ns-b at T0 + i * 5 min
 
 
 def cli(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openrecord", "glucose", *args, "--database", server.database],
-        capture_output=True,
-        text=True,
+    return run_openrecord(
+        ["glucose", *args, "--database", server.database],
         timeout=120,
     )
 

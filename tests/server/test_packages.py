@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import pytest
 
 from tests.databases import backends, fresh_database
 from tests.server.conftest import serving
+from tests.server.launcher import run_openrecord
 from tests.server.package_data import (
     CLINIC_PATIENT,
     DIABETES_VS,
@@ -99,10 +99,8 @@ class Loaded:
 
 
 def packages(database: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "openrecord", "packages", *args, "--database", database],
-        capture_output=True,
-        text=True,
+    return run_openrecord(
+        ["packages", *args, "--database", database],
         env={**os.environ},
         timeout=120,
     )

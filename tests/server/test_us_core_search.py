@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ import pytest
 from fhirpathpy.models import models
 
 from tests.server.conftest import Server
+from tests.server.launcher import run_openrecord
 from tests.server.us_core_data import us_core_extras
 from tests.shared_data import require_shared
 
@@ -156,11 +155,8 @@ def query_for(resource: dict[str, Any], names: tuple[str, ...]) -> dict[str, str
 @pytest.fixture(scope="module")
 def loaded(server: Server) -> dict[str, list[dict[str, Any]]]:
     """The demo patients plus the extras, every resource by type."""
-    subprocess.run(
-        [sys.executable, "-m", "openrecord", "demo", "--database", server.database],
-        check=True,
-        capture_output=True,
-    )
+    done = run_openrecord(["demo", "--database", server.database], timeout=600)
+    assert done.returncode == 0, done.stderr
     with httpx.Client(base_url=server.base, timeout=60) as client:
 
         def first(type_name: str) -> str:

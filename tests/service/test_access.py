@@ -323,10 +323,13 @@ def test_patient_writes_stay_in_the_compartment(records: RecordService) -> None:
     assert _status(records.delete, writer, "Observation", "obs-b-lab") == 404
     assert records.read(OPEN, "Observation", "obs-b-lab").version == 1
     assert records.read(OPEN, "Observation", "obs-a-lab").version == 1
-    # criteria matched outside the compartment would reveal or touch Bravo's records
-    criteria = "code=http://loinc.org|8867-4"
-    assert _status(records.create, writer, "Observation", new, if_none_exist=criteria) == 403
-    assert _status(records.conditional_delete, writer, "Observation", criteria) == 403
+    # criteria match only within the compartment: Bravo's records are neither revealed
+    # (a new resource is created) nor touched
+    criteria = "_id=obs-b-lab"
+    made = records.create(writer, "Observation", new, if_none_exist=criteria)
+    assert made.status == 201 and made.version.id != "obs-b-lab"
+    assert records.conditional_delete(writer, "Observation", criteria) is None
+    assert records.read(OPEN, "Observation", "obs-b-lab").version == 1
     assert records.delete(writer, "Observation", "obs-a-lab") is not None
     assert _status(records.read, OPEN, "Observation", "obs-a-lab") == 410
 

@@ -27,6 +27,7 @@ from openrecord.cli import main
 from openrecord.fhir.outcome import FHIRError
 from openrecord.fhir.validation import validate_resource
 from openrecord.service.audit import record_auth_event
+from openrecord.service.audit_chain import catch_up
 from openrecord.service.bundles import BundleProcessor
 from openrecord.service.context import SecurityContext
 from openrecord.service.records import RecordService
@@ -64,7 +65,8 @@ def _chain(store: Store) -> list[tuple[int, str, str]]:
 
 
 def _last(store: Store, n: int = 1) -> list[dict[str, Any]]:
-    """The last `n` AuditEvents appended, oldest first."""
+    """The last `n` AuditEvents appended, oldest first (as stored resources)."""
+    catch_up(store)
     events = []
     for _, event_id, _ in _chain(store)[-n:]:
         found = store.read("AuditEvent", event_id)
@@ -350,6 +352,46 @@ def test_concurrent_appends_never_fork_the_chain(store_url: str) -> None:
             s.close()
 
 
+def test_concurrent_reads_in_one_process_each_get_their_own_event(store_url: str) -> None:
+    """Reads on many threads of one process share commits (group commit): every read
+    still has exactly one event, chained without gaps, and returns only once its own
+    event is stored."""
+    store = open_store(store_url)
+    try:
+        service = RecordService(store)
+        for k in range(8):
+            service.update(OPEN, "Patient", f"p-{k}", {"resourceType": "Patient", "id": f"p-{k}"})
+        errors: list[BaseException] = []
+
+        def events_of(patient: str) -> int:
+            rows = store.query("SELECT event FROM audit_chain")
+            entity = f'"reference":"Patient/{patient}"'.encode()  # the patient entity
+            return sum(1 for (event,) in rows if event is not None and entity in bytes(event))
+
+        def work(patient: str) -> None:
+            try:
+                written = events_of(patient)  # its update's
+                for i in range(1, 26):
+                    service.read(OPEN, "Patient", patient)
+                    assert events_of(patient) == written + i  # this read's is stored
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        before = len(_chain(store))
+        threads = [threading.Thread(target=work, args=(f"p-{k}",)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors
+        chain = _chain(store)
+        assert [seq for seq, _, _ in chain] == list(range(1, before + 201))
+        assert len({event_id for _, event_id, _ in chain}) == len(chain)
+        assert verify_chain(store).ok
+    finally:
+        store.close()
+
+
 # -- tampering -------------------------------------------------------------------------
 
 
@@ -379,6 +421,7 @@ def _trail(records: RecordService) -> list[tuple[int, str, str]]:
         records.read(OPEN, kind, id)
     chain = _chain(records.store)
     assert len(chain) >= 10
+    assert catch_up(records.store) > 0  # the events were stored as resources from it
     return chain
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from openrecord.care.glucose.readings import Limit, Reading
 from openrecord.fhir.outcome import FHIRError
+from openrecord.service.audit_chain import catch_up
 from openrecord.service.context import SecurityContext
 from openrecord.service.glucose import (
     cgm_summary,
@@ -239,6 +240,7 @@ def test_sensor_readings_stored_as_observations_are_merged(records: RecordServic
 def test_each_call_is_one_audit_event_naming_the_patient(records: RecordService) -> None:
     def events() -> list[dict[str, object]]:
         found = []
+        catch_up(records.store)  # the chained events, stored as resources
         for version in records.store.iter_current("AuditEvent"):  # not itself audited
             event = orjson.loads(version.data or b"{}")
             for entity in event.get("entity", []):

@@ -30,6 +30,7 @@ from openrecord.service.notifications import DeliveryConfig, deliver_once
 from openrecord.service.records import RecordService
 from openrecord.store import open_store
 from tests.databases import backends, fresh_database
+from tests.server.launcher import run_openrecord
 from tests.server.webhook_receiver import Receiver
 
 SECRET_ENV = "OPENRECORD_TEST_OUTBOX_SECRET"
@@ -61,13 +62,8 @@ def openrecord(database: str, *args: str) -> list[str]:
 
 
 def run(database: str, *args: str) -> str:
-    done = subprocess.run(
-        openrecord(database, *args),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, SECRET_ENV: "s3cret"},
+    done = run_openrecord(
+        [*args, "--database", database], timeout=120, env={**os.environ, SECRET_ENV: "s3cret"}
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -3,7 +3,8 @@
 A user is a `Patient`, a `Practitioner`, a `RelatedPerson` (someone acting for a
 patient: a parent, a carer) or a `Person` (one human with several of those records).
 Passwords are argon2id hashes (`auth/passwords.py`); the second factor is a TOTP
-secret (`auth/totp.py`) or passkeys (`auth/webauthn.py`). Sign-in attempts go through
+secret (`auth/totp.py`), stored encrypted (`auth/secret_box.py`, the user id as
+associated data), or passkeys (`auth/webauthn.py`). Sign-in attempts go through
 `auth/throttle.py`. Password reset is by one-time token: 256 random bits given to the
 user once, stored as a SHA-256 hash, single use, expiring.
 """
@@ -18,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 
 from openrecord.auth import passwords, totp
+from openrecord.auth.secret_box import SecretBox, SecretKeyError
 from openrecord.auth.throttle import Refusal, Throttle, now_ms
 from openrecord.store.base import Store
 
@@ -27,11 +29,13 @@ __all__ = [
     "AccountError",
     "Accounts",
     "LoginResult",
+    "SealReport",
     "User",
 ]
 
 FHIR_USER_TYPES = ("Patient", "Practitioner", "RelatedPerson", "Person")
 RESET_SECONDS = 3600
+_TOTP = "totp_secret"  # the sealed column, named in the associated data
 _USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{0,99}$")
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")  # FHIR id
 
@@ -51,6 +55,13 @@ class User:
     @property
     def fhir_type(self) -> str:
         return self.fhir_user.split("/", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class SealReport:
+    sealed: int  # plaintext or old-key secrets now sealed under the current key
+    current: int  # already sealed under it
+    unreadable: list[str]  # why each secret that does not open failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +99,19 @@ def _user(row: tuple[object, ...]) -> User:
 
 
 class Accounts:
-    def __init__(self, store: Store, throttle: Throttle | None = None) -> None:
+    def __init__(
+        self, store: Store, throttle: Throttle | None = None, box: SecretBox | None = None
+    ) -> None:
         self.store = store
         self.throttle = throttle or Throttle(store)
+        self._box = box
+
+    @property
+    def box(self) -> SecretBox:
+        """The key TOTP secrets are sealed with (from the environment when not given)."""
+        if self._box is None:
+            self._box = SecretBox.from_env()
+        return self._box
 
     # -- users -------------------------------------------------------------------------
 
@@ -190,24 +211,55 @@ class Accounts:
         step = totp.verify(secret, code, time.time())
         if step is None:
             return False
+        sealed = self.box.seal(secret, _TOTP, user_id)
         with self.store.write() as tx:
             tx.execute(
                 "UPDATE account_user SET totp_secret = ?, totp_last_step = ? WHERE id = ?",
-                (secret, step, user_id),
+                (sealed, step, user_id),
             )
         return True
 
     def set_totp_secret(self, user_id: str, secret: str | None) -> None:
         """Operator path (`admin create-user --totp`): store a secret without a code."""
+        sealed = None if secret is None else self.box.seal(secret, _TOTP, user_id)
         with self.store.write() as tx:
             tx.execute(
                 "UPDATE account_user SET totp_secret = ?, totp_last_step = NULL WHERE id = ?",
-                (secret, user_id),
+                (sealed, user_id),
             )
+
+    def seal_totp_secrets(self) -> SealReport:
+        """Seal every plaintext or old-key TOTP secret under the current key (at start
+        and by `admin seal-secrets`). If any secret does not open, nothing is changed
+        (a wrong key must not seal the plaintext ones under itself) and they are reported."""
+        box, opened, current, unreadable = self.box, [], 0, []
+        rows = self.store.query(
+            "SELECT id, totp_secret FROM account_user WHERE totp_secret IS NOT NULL"
+        )
+        for user_id, stored in rows:
+            try:
+                plain = box.open(str(stored), _TOTP, str(user_id))
+            except SecretKeyError as err:
+                unreadable.append(str(err))
+                continue
+            if box.needs_seal(str(stored)):
+                opened.append((str(user_id), str(stored), plain))
+            else:
+                current += 1
+        if unreadable:
+            return SealReport(0, current, unreadable)
+        for user_id, stored, plain in opened:
+            with self.store.write() as tx:  # unless it changed meanwhile
+                tx.execute(
+                    "UPDATE account_user SET totp_secret = ? WHERE id = ? AND totp_secret = ?",
+                    (box.seal(plain, _TOTP, user_id), user_id, stored),
+                )
+        return SealReport(len(opened), current, unreadable)
 
     def check_totp(self, user_id: str, code: str, ip: str | None) -> str | None:
         """None when `code` is the user's current one (each code works once); else why not.
-        Throttled like passwords, under the key `mfa:<user id>`."""
+        Throttled like passwords, under the key `mfa:<user id>`. A secret that does not
+        decrypt raises SecretKeyError (never a pass); a plaintext one is sealed here."""
         key, ip_key = f"mfa:{user_id}", (f"ip:{ip}" if ip else None)
         refusal = self.throttle.admit(key, ip_key)
         if refusal is not None:
@@ -218,9 +270,15 @@ class Accounts:
                 "SELECT totp_secret, totp_last_step FROM account_user WHERE id = ?", (user_id,)
             )
             if rows and rows[0][0]:
-                secret, last = rows[0]
+                stored, last = str(rows[0][0]), rows[0][1]
+                secret = self.box.open(stored, _TOTP, user_id)
+                if self.box.needs_seal(stored):
+                    tx.execute(
+                        "UPDATE account_user SET totp_secret = ? WHERE id = ?",
+                        (self.box.seal(secret, _TOTP, user_id), user_id),
+                    )
                 step = totp.verify(
-                    str(secret), code, time.time(), last_step=None if last is None else int(last)
+                    secret, code, time.time(), last_step=None if last is None else int(last)
                 )
                 if step is not None:
                     # the step is claimed in the same transaction that read it: a code

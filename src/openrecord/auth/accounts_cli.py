@@ -1,9 +1,11 @@
-"""`openrecord admin create-user` and `admin reset-password`: bootstrapping accounts.
+"""`openrecord admin create-user`, `reset-password`, `seal-secrets`: managing accounts.
 
 The password comes from standard input (`--password-stdin`, first line) or an
 interactive prompt, never from the command line (where `ps` and shell history would
 keep it). `--totp` sets up the second factor at once and prints its key and
-`otpauth://` URI; otherwise the user sets one up at first sign-in.
+`otpauth://` URI; otherwise the user sets one up at first sign-in. TOTP keys are
+stored encrypted (`auth/secret_box.py`); `seal-secrets` (also run by `serve` at start)
+encrypts plaintext ones and re-encrypts those under a previous key after a rotation.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["add_account_parsers"]
+__all__ = ["add_account_parsers", "seal_secrets"]
 
 
 def add_account_parsers(
@@ -57,6 +59,49 @@ def add_account_parsers(
     )
     reset.set_defaults(admin_handler=reset_password_command)
 
+    seal = admin_sub.add_parser(
+        "seal-secrets",
+        help="encrypt stored TOTP keys under the current secret key (plaintext ones and,"
+        " after a rotation, those under a key in OPENRECORD_SECRET_KEY_PREVIOUS)",
+    )
+    with_database(seal)
+    seal.set_defaults(admin_handler=lambda database, args: seal_secrets(database))
+
+
+def seal_secrets(database: str) -> int:
+    """Seal the database's TOTP keys under the configured secret key (creating the
+    default key file if there is none); 2, with the reason, when a key is missing or
+    some secret does not open — so that a server never runs with the wrong key."""
+    from openrecord.auth.accounts import Accounts
+    from openrecord.auth.secret_box import SecretBox, SecretKeyError
+    from openrecord.store import open_store
+
+    try:
+        box = SecretBox.from_env()
+    except SecretKeyError as err:
+        print(f"openrecord: {err}", file=sys.stderr)
+        return 2
+    store = open_store(database)
+    try:
+        report = Accounts(store, box=box).seal_totp_secrets()
+    finally:
+        store.close()
+    if report.sealed:
+        print(
+            f"openrecord: encrypted {report.sealed} TOTP key(s) under secret key {box.key_id}",
+            file=sys.stderr,
+        )
+    if report.unreadable:
+        for problem in report.unreadable[:5]:
+            print(f"openrecord: {problem}", file=sys.stderr)
+        print(
+            f"openrecord: {len(report.unreadable)} TOTP key(s) cannot be decrypted with"
+            f" {box.where} (key {box.key_id}); see docs/security.md, secrets at rest",
+            file=sys.stderr,
+        )
+        return 2
+    return 0
+
 
 def _read_password(from_stdin: bool) -> str | None:
     if from_stdin:
@@ -72,6 +117,7 @@ def _read_password(from_stdin: bool) -> str | None:
 def create_user_command(database: str, args: argparse.Namespace) -> int:
     from openrecord.auth import totp
     from openrecord.auth.accounts import AccountError, Accounts
+    from openrecord.auth.secret_box import SecretKeyError
     from openrecord.store import open_store
 
     for option, type in (
@@ -104,8 +150,13 @@ def create_user_command(database: str, args: argparse.Namespace) -> int:
         print(f"created user {user.username} ({fhir_user}), id {user.id}")
         if args.totp:
             secret = totp.new_secret()
-            accounts.set_totp_secret(user.id, secret)
+            try:
+                accounts.set_totp_secret(user.id, secret)
+            except SecretKeyError as err:
+                print(f"openrecord: {err}", file=sys.stderr)
+                return 2
             print(f"TOTP key: {secret}")
+            print(f"(stored encrypted under secret key {accounts.box.key_id})", file=sys.stderr)
             print(f"TOTP URI: {totp.otpauth_uri(secret, user.username)}")
     finally:
         store.close()

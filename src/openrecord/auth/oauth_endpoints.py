@@ -1,11 +1,13 @@
 """The authorization server's HTTP endpoints (SMART App Launch 2.2, RFC 6749/7636/7662/7009/7591).
 
 `AuthServer` holds the keys and token service of one worker process, serves
-discovery (`/.well-known/smart-configuration`, OpenID configuration, JWKS),
+discovery (`/.well-known/smart-configuration`, OpenID configuration, JWKS; the
+documents are in `auth/discovery.py`),
 `/auth/authorize`, `/auth/token`, `/auth/introspect`, `/auth/revoke` and
 `/auth/register`, and turns a FHIR request's bearer token into its SecurityContext.
 The interactive pages (login, MFA, patient picker, consent) live elsewhere and finish
-a request through `auth/authorization.py`.
+a request through `auth/authorization.py`. Every endpoint but discovery is rate
+limited (`auth/rate_limit.py`) before any other database work.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from starlette.routing import Route
 from openrecord.auth.authorization import load_launch, redeem_code, store_pending, with_query
 from openrecord.auth.bearer import BearerVerifier
 from openrecord.auth.clients import (
-    ASSERTION_ALGS,
     Client,
     authenticate_client,
     key_set,
@@ -37,7 +38,9 @@ from openrecord.auth.clients import (
     scopes_covered,
 )
 from openrecord.auth.common import OAuthError, loads, now
-from openrecord.auth.keys import ID_TOKEN_ALG, KeyRing
+from openrecord.auth.discovery import openid_configuration, smart_configuration
+from openrecord.auth.keys import KeyRing
+from openrecord.auth.rate_limit import RateLimited, RateLimiter, RateLimits, claimed_client_id
 from openrecord.auth.scopes import ScopeError, parse_scopes
 from openrecord.auth.tokens import TokenService
 from openrecord.fhir.outcome import FHIRError
@@ -53,55 +56,18 @@ _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # BASE64URL of a SHA-256: 43 ch
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _MAX_FORM = 64 * 1024
 
-CAPABILITIES = [
-    "launch-ehr",
-    "launch-standalone",
-    "authorize-post",
-    "client-public",
-    "client-confidential-symmetric",
-    "client-confidential-asymmetric",
-    "context-ehr-patient",
-    "context-ehr-encounter",
-    "context-standalone-patient",
-    "permission-offline",
-    "permission-online",
-    "permission-patient",
-    "permission-user",
-    "permission-v1",
-    "permission-v2",
-    "sso-openid-connect",
-]
-SCOPES_SUPPORTED = [
-    "openid",
-    "fhirUser",
-    "profile",
-    "launch",
-    "launch/patient",
-    "launch/encounter",
-    "offline_access",
-    "online_access",
-    "patient/*.cruds",
-    "patient/*.rs",
-    "user/*.cruds",
-    "user/*.rs",
-    "system/*.cruds",
-    "system/*.rs",
-    "patient/*.read",
-    "patient/*.write",
-    "user/*.read",
-    "system/*.read",
-]
-
 
 @dataclass(frozen=True, slots=True)
 class AuthConfig:
     """`public_url`: the server's origin as apps see it (`https://records.example.org`);
     without it, each request's own Host names it (fine on loopback, set it in
-    production). `trusted_issuers`: software-statement issuer → its JWK Set."""
+    production). `trusted_issuers`: software-statement issuer → its JWK Set.
+    `rate_limits`: of the endpoints (`auth/rate_limit.py`)."""
 
     public_url: str | None = None
     trusted_issuers: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     require_software_statement: bool = False
+    rate_limits: RateLimits = field(default_factory=RateLimits)
 
 
 def load_trusted_issuers(path: str | None) -> dict[str, dict[str, Any]]:
@@ -117,6 +83,8 @@ def _oauth_error(err: OAuthError) -> JSONResponse:
     headers = dict(_NO_STORE)
     if err.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="openrecord"'
+    if isinstance(err, RateLimited):
+        headers["Retry-After"] = str(err.retry_after)  # RFC 6585 §4
     return JSONResponse(
         {"error": err.error, "error_description": err.description}, err.status, headers
     )
@@ -158,6 +126,7 @@ class AuthServer:
         self.keys = KeyRing(store)
         self.tokens = TokenService(store, self.keys)
         self.verifier = BearerVerifier(store, self.keys)
+        self.limiter = RateLimiter(store, config.rate_limits)
         self.inline = store.inline_reads
 
     # -- URLs ------------------------------------------------------------------------
@@ -242,58 +211,10 @@ class AuthServer:
     # -- discovery -------------------------------------------------------------------
 
     async def smart_configuration(self, request: Request) -> Response:
-        root = self.root(request)
-        return JSONResponse(
-            {
-                "issuer": self.fhir_base(request),
-                "jwks_uri": f"{root}/auth/jwks",
-                "authorization_endpoint": f"{root}/auth/authorize",
-                "token_endpoint": f"{root}/auth/token",
-                "token_endpoint_auth_methods_supported": [
-                    "client_secret_basic",
-                    "client_secret_post",
-                    "private_key_jwt",
-                ],
-                "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGS),
-                "grant_types_supported": [
-                    "authorization_code",
-                    "refresh_token",
-                    "client_credentials",
-                ],
-                "registration_endpoint": f"{root}/auth/register",
-                "scopes_supported": SCOPES_SUPPORTED,
-                "response_types_supported": ["code"],
-                "introspection_endpoint": f"{root}/auth/introspect",
-                "revocation_endpoint": f"{root}/auth/revoke",
-                "code_challenge_methods_supported": ["S256"],
-                "capabilities": CAPABILITIES,
-            }
-        )
+        return JSONResponse(smart_configuration(self.root(request), self.fhir_base(request)))
 
     async def openid_configuration(self, request: Request) -> Response:
-        root = self.root(request)
-        return JSONResponse(
-            {
-                "issuer": self.fhir_base(request),
-                "authorization_endpoint": f"{root}/auth/authorize",
-                "token_endpoint": f"{root}/auth/token",
-                "jwks_uri": f"{root}/auth/jwks",
-                "registration_endpoint": f"{root}/auth/register",
-                "response_types_supported": ["code"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": [ID_TOKEN_ALG],
-                "scopes_supported": ["openid", "fhirUser", "profile", "offline_access"],
-                "claims_supported": ["iss", "sub", "aud", "exp", "iat", "fhirUser", "nonce"],
-                "grant_types_supported": ["authorization_code", "refresh_token"],
-                "token_endpoint_auth_methods_supported": [
-                    "client_secret_basic",
-                    "client_secret_post",
-                    "private_key_jwt",
-                    "none",
-                ],
-                "code_challenge_methods_supported": ["S256"],
-            }
-        )
+        return JSONResponse(openid_configuration(self.root(request), self.fhir_base(request)))
 
     async def jwks(self, request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(self.keys.jwks))
@@ -313,13 +234,21 @@ class AuthServer:
         except OAuthError as err:  # the refusal could not be audited
             return _oauth_error(err)
 
-    def _audit_refusal(self, request: Request, client: str | None, detail: str) -> None:
+    def _audit_refusal(
+        self, request: Request, client: str | None, detail: str, kind: str = "authorize-refused"
+    ) -> None:
         try:
-            self.audit(request, "authorize-refused", 8, client=client, detail=detail)
+            self.audit(request, kind, 8, client=client, detail=detail)
         except Exception as err:
             raise OAuthError("server_error", "the refusal could not be audited", 500) from err
 
     def _authorize(self, request: Request, params: dict[str, str]) -> Response:
+        try:
+            self._limit(request, "authorize", params, None)
+        except RateLimited as err:  # answered here: redirecting needs the client's lookup
+            detail = f"{err.error}: {err.description}"
+            self._audit_refusal(request, err.client_id, detail, "authorize-throttled")
+            return _oauth_error(err)
         client_id = params.get("client_id", "")
         client = load_client(self.store, client_id) if client_id else None
         if client is None:
@@ -392,18 +321,44 @@ class AuthServer:
 
     async def token(self, request: Request) -> Response:
         try:
-            form = await _form(request)
+            form = await self._limited_form(request, "token")
             body = await run_in_threadpool(self._token, request, form)
         except OAuthError as err:
             return await self._refused(request, "token-refused", err)
         return JSONResponse(body, headers=_NO_STORE)
 
+    async def _limited_form(self, request: Request, endpoint: str) -> dict[str, str]:
+        """The form; a malformed one still counts against the address's rate limit."""
+        try:
+            return await _form(request)
+        except OAuthError:
+            await run_in_threadpool(self._limit, request, endpoint, {}, None)
+            raise
+
+    def _limit(
+        self, request: Request, endpoint: str, form: Mapping[str, str], authorization: str | None
+    ) -> None:
+        """Take this request from its rate-limit buckets, or raise RateLimited (429)."""
+        client_id = claimed_client_id(form, authorization)
+        ip = request.client.host if request.client else None
+        refusal = self.limiter.check(endpoint, ip, client_id)
+        if refusal is not None:
+            raise refusal
+
     async def _refused(self, request: Request, kind: str, err: OAuthError) -> Response:
         """The OAuth error response, after auditing the refusal."""
         outcome = 4 if err.error in ("invalid_request", "unsupported_grant_type") else 8
+        client = None
+        if isinstance(err, RateLimited):
+            kind, client = kind.replace("-refused", "-throttled"), err.client_id
         try:
             await run_in_threadpool(
-                self.audit, request, kind, outcome, detail=f"{err.error}: {err.description}"
+                self.audit,
+                request,
+                kind,
+                outcome,
+                client=client,
+                detail=f"{err.error}: {err.description}",
             )
         except Exception:
             return _oauth_error(OAuthError("server_error", "the refusal could not be audited", 500))
@@ -436,12 +391,19 @@ class AuthServer:
         )
 
     def _client(self, request: Request, form: Mapping[str, str]) -> Client:
+        """The authenticated client; a failure counts against the client it names."""
         token_url = f"{self.root(request)}/auth/token"
-        return authenticate_client(
-            self.store, form, request.headers.get("authorization"), token_url
-        )
+        authorization = request.headers.get("authorization")
+        try:
+            return authenticate_client(self.store, form, authorization, token_url)
+        except OAuthError as err:
+            claimed = claimed_client_id(form, authorization)
+            if err.error == "invalid_client" and claimed and load_client(self.store, claimed):
+                self.limiter.authentication_failed(claimed)
+            raise
 
     def _token(self, request: Request, form: dict[str, str]) -> dict[str, Any]:
+        self._limit(request, "token", form, request.headers.get("authorization"))
         grant_type = form.get("grant_type")
         if grant_type not in ("authorization_code", "refresh_token", "client_credentials"):
             raise OAuthError(
@@ -495,13 +457,14 @@ class AuthServer:
 
     async def introspect(self, request: Request) -> Response:
         try:
-            form = await _form(request)
+            form = await self._limited_form(request, "introspect")
             body = await run_in_threadpool(self._introspect, request, form)
         except OAuthError as err:
             return await self._refused(request, "introspect-refused", err)
         return JSONResponse(body, headers=_NO_STORE)
 
     def _introspect(self, request: Request, form: dict[str, str]) -> dict[str, Any]:
+        self._limit(request, "introspect", form, request.headers.get("authorization"))
         client = self._client(request, form)
         if client.public:
             raise OAuthError("invalid_client", "introspection needs client authentication", 401)
@@ -512,13 +475,14 @@ class AuthServer:
 
     async def revoke(self, request: Request) -> Response:
         try:
-            form = await _form(request)
+            form = await self._limited_form(request, "revoke")
             await run_in_threadpool(self._revoke, request, form)
         except OAuthError as err:
             return await self._refused(request, "revoke-refused", err)
         return Response(status_code=200, headers=_NO_STORE)
 
     def _revoke(self, request: Request, form: dict[str, str]) -> None:
+        self._limit(request, "revoke", form, request.headers.get("authorization"))
         client = self._client(request, form)
         token = form.get("token", "")
         if not token:
@@ -530,6 +494,7 @@ class AuthServer:
 
     async def register(self, request: Request) -> Response:
         try:
+            await run_in_threadpool(self._limit, request, "register", {}, None)
             body = await request.body()
             if len(body) > _MAX_FORM:
                 raise OAuthError("invalid_client_metadata", "the registration is too large")
@@ -540,6 +505,8 @@ class AuthServer:
             if not isinstance(metadata, dict):
                 raise OAuthError("invalid_client_metadata", "the body must be a JSON object")
             _, response = await run_in_threadpool(self._register, metadata)
+        except RateLimited as err:
+            return await self._refused(request, "register-refused", err)
         except OAuthError as err:
             return _oauth_error(err)
         return JSONResponse(response, 201, headers=_NO_STORE)

@@ -2,7 +2,8 @@
 
 `GET /auth/authorize` (auth/endpoints) stores a pending request and sends the browser
 to `/auth/login?request=<id>`. Each page checks that the steps before it were done in
-this session — password, then a second factor (TOTP code or passkey), then the patient
+this session — password, then a second factor (TOTP code or passkey), or a passkey
+with user verification alone (auth/passkey_signin.py), then the patient
 (one the user may act for, checked here, never taken from the form alone), then
 consent — so no step can be skipped by typing a URL. Every form carries the session's
 CSRF token; the session gets a new id after each factor (no fixation). The consent
@@ -29,6 +30,7 @@ from openrecord.auth.authorization import (
     load_pending,
 )
 from openrecord.auth.page_support import STATIC, FormError, PageKit, origin_of
+from openrecord.auth.passkey_signin import PasskeySignIn
 from openrecord.auth.patients import may_act_for, patients_for
 from openrecord.auth.scope_text import describe_scope
 from openrecord.auth.scopes import ScopeError, parse_scopes
@@ -72,6 +74,7 @@ class AuthPages:
         )
         self.passkeys = Passkeys(self.store)
         self.kit = PageKit(self.sessions)
+        self.passkey_signin = PasskeySignIn(self)
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -191,8 +194,28 @@ class AuthPages:
             session = self.sessions.create(data)
         elif data:  # a new request (or destination) replaces the one this session had
             session.data = data
-            self.sessions.save(session)
-        return self.kit.render(request, "login.html", session, error=None, username="")
+        return self.login_form(request, session)
+
+    def login_form(
+        self,
+        request: Request,
+        session: Session,
+        status: int = 200,
+        error: str | None = None,
+        username: str = "",
+    ) -> Response:
+        """The login page, with a fresh challenge for "Sign in with a passkey"."""
+        options = self.passkey_signin.options(request, session)
+        self.sessions.save(session)
+        return self.kit.render(
+            request,
+            "login.html",
+            session,
+            status,
+            error=error,
+            username=username,
+            passkey_options=options,
+        )
 
     async def login_submit(self, request: Request) -> Response:
         posted = await self._posted(request, ("anonymous",))
@@ -205,9 +228,7 @@ class AuthPages:
             outcome = {"failed": "failure", "locked": "lockout"}.get(result.outcome, "throttled")
             self.audit("login", outcome, request, None, f"username {username[:100]!r}")
             status = 401 if result.outcome == "failed" else 429
-            return self.kit.render(
-                request, "login.html", session, status, error=result.refusal, username=username
-            )
+            return self.login_form(request, session, status, result.refusal, username)
         self.audit("login", "success", request, result.user, "password")
         fresh = self.sessions.promote(session, user_id=result.user.id, stage="password")
         return self.kit.redirect(request, "/auth/mfa", fresh)
@@ -562,6 +583,7 @@ class AuthPages:
         return [
             Route("/auth/login", self.login_page, methods=["GET"]),
             Route("/auth/login", self.login_submit, methods=["POST"]),
+            Route("/auth/login/passkey", self.passkey_signin.submit, methods=["POST"]),
             Route("/auth/logout", self.logout, methods=["POST"]),
             Route("/auth/mfa", self.mfa_page, methods=["GET"]),
             Route("/auth/mfa", self.mfa_submit, methods=["POST"]),

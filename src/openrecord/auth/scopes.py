@@ -103,14 +103,26 @@ class ScopePolicy:
 
     grants: tuple[Grant, ...] = ()
     other: frozenset[str] = field(default_factory=frozenset)  # identity/launch scopes
+    # grants_for answers, remembered: a token's policy lives as long as its cached
+    # context, and each request asks the same few questions several times
+    _chosen: dict[tuple[str, str], tuple[Grant, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def allowed(self, permission: Permission, type: str) -> bool:
-        return any(g.covers(permission, type) for g in self.grants)
+        return bool(self.grants_for(permission, type))
 
     def grants_for(self, permission: Permission, type: str) -> tuple[Grant, ...]:
         """The grants covering `permission` on `type`, narrowed to the widest level
         present (system, then user, then patient): the layer applies one level's
         rules at a time and never widens a narrower grant by mixing them."""
+        key = (permission, type)
+        chosen = self._chosen.get(key)
+        if chosen is None:
+            chosen = self._chosen[key] = self._choose(permission, type)
+        return chosen
+
+    def _choose(self, permission: Permission, type: str) -> tuple[Grant, ...]:
         covering = [g for g in self.grants if g.covers(permission, type)]
         for level in ("system", "user", "patient"):
             chosen = tuple(g for g in covering if g.level == level)

@@ -4,8 +4,8 @@ The cookie holds 256 random bits; the table keeps only their SHA-256, so a copy 
 database does not let anyone take over a session. Each session carries a synchroniser
 CSRF token that every form posts back. A session moves through stages —
 `anonymous` (a login form shown), `password` (first factor done), `mfa` (both
-factors: AAL2) — and gets a new id at each step up, so an id planted before login
-(session fixation) is worthless after it. Sessions expire after `IDLE_SECONDS`
+factors, or a user-verified passkey alone: AAL2) — and gets a new id at each step
+up, so an id planted before login (session fixation) is worthless after it. Sessions expire after `IDLE_SECONDS`
 without use and `ABSOLUTE_SECONDS` after they were made.
 """
 
@@ -156,6 +156,26 @@ class SessionStore:
                 "UPDATE account_session SET data = ?, expires_at = ? WHERE id_hash = ?",
                 (orjson.dumps(session.data).decode(), session.expires_at, _hash(session.id)),
             )
+
+    def take(self, session: Session, key: str) -> Any:
+        """Remove `key` from the stored session data and return its value (None if it
+        is not there): at most one of several concurrent requests of a session gets it
+        (a one-time WebAuthn challenge)."""
+        digest = _hash(session.id)
+        value = None
+        with self.store.write() as tx:
+            tx.lock(f"account_session:{digest}")
+            rows = tx.execute("SELECT data FROM account_session WHERE id_hash = ?", (digest,))
+            if rows:
+                data = orjson.loads(rows[0][0])
+                value = data.pop(key, None)
+                if value is not None:
+                    tx.execute(
+                        "UPDATE account_session SET data = ? WHERE id_hash = ?",
+                        (orjson.dumps(data).decode(), digest),
+                    )
+        session.data.pop(key, None)
+        return value
 
     def delete(self, session: Session) -> None:
         with self.store.write() as tx:

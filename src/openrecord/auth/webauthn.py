@@ -1,12 +1,19 @@
-"""WebAuthn passkeys as the second factor (Web Authentication Level 2), on py_webauthn.
+"""WebAuthn passkeys (Web Authentication Level 2), on py_webauthn: a second factor
+after the password, or sign-in on their own.
 
-Registration (`navigator.credentials.create`) stores the credential's id and COSE
-public key; authentication (`navigator.credentials.get`) checks the assertion's
+Registration (`navigator.credentials.create`) asks for a discoverable credential
+(residentKey "required") with user verification, and stores the credential's id and
+COSE public key; authentication (`navigator.credentials.get`) checks the assertion's
 signature over `authenticatorData || SHA-256(clientDataJSON)`, the challenge this
 server issued for the session, the origin and RP ID, user presence, and that the
 signature counter moved forward (a cloned authenticator shows up as a counter that
-did not). ES256, EdDSA and RS256 keys are accepted. An assertion only counts for a
-credential registered to the user who is signing in.
+did not). ES256, EdDSA and RS256 keys are accepted.
+
+As a second factor an assertion only counts for a credential registered to the user
+who typed the password. Sign-in without a password (`sign_in`) asks the authenticator
+for any of its credentials for this RP (empty allowCredentials, WebAuthn §7.2 step 6:
+the user handle it returns must be the credential owner's) and needs the UV flag:
+possession of the key plus the PIN or biometric that unlocked it is two factors.
 """
 
 from __future__ import annotations
@@ -41,13 +48,21 @@ from webauthn.helpers.structs import (
 from openrecord.store.base import Store
 
 __all__ = [
+    "SIGN_IN_SECONDS",
     "Passkey",
     "PasskeyError",
     "Passkeys",
     "authentication_options",
+    "credential_id_of",
     "new_challenge",
     "registration_options",
+    "sign_in_options",
 ]
+
+# How long a sign-in or registration ceremony may take (and its challenge lives): the
+# low end of the 5 to 10 minutes WebAuthn recommends when user verification is
+# required (a PIN may have to be typed).
+SIGN_IN_SECONDS = 300
 
 _ERRORS = (
     InvalidAuthenticationResponse,
@@ -95,9 +110,12 @@ def registration_options(
         user_name=username,
         user_id=user_id.encode(),
         challenge=challenge,
+        timeout=SIGN_IN_SECONDS * 1000,
+        # discoverable and user-verifying: every new passkey can sign in on its own
+        # (an authenticator that cannot do both refuses to register)
         authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.PREFERRED,
-            user_verification=UserVerificationRequirement.PREFERRED,
+            resident_key=ResidentKeyRequirement.REQUIRED,
+            user_verification=UserVerificationRequirement.REQUIRED,
         ),
         exclude_credentials=[
             PublicKeyCredentialDescriptor(id=base64url_to_bytes(p.credential_id)) for p in existing
@@ -117,6 +135,38 @@ def authentication_options(*, rp_id: str, passkeys: list[Passkey], challenge: by
         user_verification=UserVerificationRequirement.PREFERRED,
     )
     return options_to_json(options)
+
+
+def sign_in_options(*, rp_id: str, challenge: bytes) -> str:
+    """The JSON options for a sign-in without a username: no allowCredentials (the
+    authenticator offers its discoverable credentials) and user verification required."""
+    options = generate_authentication_options(
+        rp_id=rp_id,
+        challenge=challenge,
+        timeout=SIGN_IN_SECONDS * 1000,
+        allow_credentials=[],
+        user_verification=UserVerificationRequirement.REQUIRED,
+    )
+    return options_to_json(options)
+
+
+def credential_id_of(credential_json: str) -> str:
+    """The credential id (base64url) an assertion names; PasskeyError if none."""
+    raw_id = _credential(credential_json).get("rawId")
+    if not isinstance(raw_id, str) or not raw_id or len(raw_id) > 1400:
+        raise PasskeyError("the passkey response names no credential")
+    return raw_id
+
+
+def _user_handle(credential: dict[str, Any]) -> bytes | None:
+    response = credential.get("response")
+    handle = response.get("userHandle") if isinstance(response, dict) else None
+    if not isinstance(handle, str) or not handle:
+        return None
+    try:
+        return base64url_to_bytes(handle)
+    except ValueError:
+        raise PasskeyError("the passkey response's user handle is not base64url") from None
 
 
 def _credential(text: str) -> dict[str, Any]:
@@ -163,8 +213,11 @@ class Passkeys:
         rp_id: str,
         origin: str,
         name: str,
+        require_user_verification: bool = True,
     ) -> Passkey:
-        """Verify a registration response for the challenge and store the passkey."""
+        """Verify a registration response for the challenge and store the passkey. The
+        UV flag must be set unless told otherwise (how passkeys were added before
+        sign-in without a password existed: tests of that case)."""
         credential = _credential(credential_json)
         try:
             verified = verify_registration_response(
@@ -172,6 +225,7 @@ class Passkeys:
                 expected_challenge=challenge,
                 expected_rp_id=rp_id,
                 expected_origin=origin,
+                require_user_verification=require_user_verification,
             )
         except _ERRORS as err:
             raise PasskeyError(f"the passkey could not be registered: {err}") from None
@@ -203,10 +257,25 @@ class Passkeys:
             )
         return passkey
 
+    def find(self, credential_id: str) -> Passkey | None:
+        """The passkey with this credential id, whoever it belongs to."""
+        rows = self.store.query(
+            "SELECT credential_id, user_id, public_key, sign_count, name, created_at,"
+            " last_used_at FROM account_passkey WHERE credential_id = ?",
+            (credential_id,),
+        )
+        if not rows:
+            return None
+        c, u, k, n, name, t, last = rows[0]
+        return Passkey(
+            str(c), str(u), str(k), int(n), str(name), int(t), None if last is None else int(last)
+        )
+
     def authenticate(
         self, user_id: str, credential_json: str, *, challenge: bytes, rp_id: str, origin: str
     ) -> Passkey:
-        """Verify an assertion by one of `user_id`'s passkeys; PasskeyError otherwise."""
+        """Verify an assertion by one of `user_id`'s passkeys (the second factor after
+        the password); PasskeyError otherwise."""
         credential = _credential(credential_json)
         raw_id = credential.get("rawId") or credential.get("id")
         if not isinstance(raw_id, str):
@@ -215,6 +284,38 @@ class Passkeys:
         passkey = mine.get(raw_id)
         if passkey is None:
             raise PasskeyError("this passkey is not registered to this account")
+        return self._verify(
+            passkey, credential, challenge=challenge, rp_id=rp_id, origin=origin, uv=False
+        )
+
+    def sign_in(
+        self, passkey: Passkey, credential_json: str, *, challenge: bytes, rp_id: str, origin: str
+    ) -> Passkey:
+        """Verify a discoverable assertion by `passkey` (found by `credential_id_of`) as
+        a sign-in on its own: the user handle must be present and be the passkey
+        owner's (WebAuthn L2 §7.2 step 6), and the UV flag set (step 17)."""
+        credential = _credential(credential_json)
+        if credential.get("rawId") != passkey.credential_id:
+            raise PasskeyError("the passkey response names another credential")
+        handle = _user_handle(credential)
+        if handle is None:
+            raise PasskeyError("the passkey did not say whose it is (no user handle)")
+        if handle != passkey.user_id.encode():
+            raise PasskeyError("the passkey's user handle is not its owner's")
+        return self._verify(
+            passkey, credential, challenge=challenge, rp_id=rp_id, origin=origin, uv=True
+        )
+
+    def _verify(
+        self,
+        passkey: Passkey,
+        credential: dict[str, Any],
+        *,
+        challenge: bytes,
+        rp_id: str,
+        origin: str,
+        uv: bool,
+    ) -> Passkey:
         try:
             verified = verify_authentication_response(
                 credential=credential,
@@ -223,6 +324,7 @@ class Passkeys:
                 expected_origin=origin,
                 credential_public_key=base64url_to_bytes(passkey.public_key),
                 credential_current_sign_count=passkey.sign_count,
+                require_user_verification=uv,
             )
         except _ERRORS as err:
             raise PasskeyError(f"the passkey could not be verified: {err}") from None
@@ -237,7 +339,7 @@ class Passkeys:
                     verified.new_sign_count,
                     int(time.time()),
                     passkey.credential_id,
-                    user_id,
+                    passkey.user_id,
                     verified.new_sign_count,
                     verified.new_sign_count,
                 ),

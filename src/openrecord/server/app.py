@@ -20,6 +20,7 @@ from openrecord.fhir.definitions import definitions
 from openrecord.runtime import settle_heap
 from openrecord.server.nightscout import nightscout_routes
 from openrecord.server.rest import FHIRApi, RestConfig
+from openrecord.service.audit_chain import background_catch_up
 from openrecord.service.notifications import background_delivery
 from openrecord.service.packages import activate_packages
 from openrecord.service.profile_policy import ProfilePolicy
@@ -54,7 +55,9 @@ def create_app(config: ServerConfig, store: Store | None = None) -> Application:
         RestConfig(
             base_path=config.base_path,
             max_body_bytes=config.max_body_bytes,
-            inline_reads=store.inline_reads,
+            # an audited read ends in a write (its chain row), which may wait for
+            # SQLite's writer: never on the event loop
+            inline_reads=store.inline_reads and not records.audit.enabled,
             debug_search=config.debug_search,
         ),
     )
@@ -74,7 +77,10 @@ def create_app(config: ServerConfig, store: Store | None = None) -> Application:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with background_delivery(records):  # alert webhooks, stale-data check
+        async with (
+            background_delivery(records),  # alert webhooks, stale-data check
+            background_catch_up(store),  # AuditEvent resources from the audit chain
+        ):
             yield
         store.close()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from openrecord.auth.oauth_endpoints import AuthConfig, load_trusted_issuers
+from openrecord.auth.rate_limit import RateLimits
 from openrecord.server.app import Application, ServerConfig, create_app
 from openrecord.service.clock import configured_timezone
 from openrecord.service.profile_policy import profile_policy
@@ -36,6 +37,7 @@ def app_from_env() -> Application:
                 trusted_issuers=load_trusted_issuers(os.environ.get("OPENRECORD_TRUSTED_ISSUERS")),
                 require_software_statement=os.environ.get("OPENRECORD_REQUIRE_SOFTWARE_STATEMENT")
                 == "1",
+                rate_limits=RateLimits.from_env(),
             ),
         )
     )

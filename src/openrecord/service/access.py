@@ -13,9 +13,9 @@ by the same search parser as a request's.
 Types outside the Patient compartment (Practitioner, Organization, Medication…) are
 not reachable through patient-level grants: SMART 2.x leaves what such scopes cover
 beyond the compartment to the server, and this one grants nothing it cannot tie to
-the patient. Writes by patient-level contexts must leave the resource in the
-compartment; conditional writes, Bundle writes and operations need a user- or
-system-level grant until they are checked against the compartment too.
+the patient. Writes — single, conditional and Bundle entries alike — are decided
+in `service/access_writes.py` with the same compartment, granular and consent rules;
+operations need a user- or system-level grant.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ __all__ = [
     "check",
     "check_chains",
     "check_consent",
-    "check_patient_write",
-    "check_type_level",
     "compartment_member",
     "consent_conditions",
+    "granular_conditions",
+    "in_compartment",
     "leave_out_audit",
     "patient_of",
     "read_conditions",
@@ -153,7 +153,7 @@ def _compartment_condition(records: RecordService, type: str, patient: str) -> S
     return options[0] if len(options) == 1 else AnyCondition(tuple(options))
 
 
-def _granular_conditions(
+def granular_conditions(
     records: RecordService, ctx: SecurityContext, permission: Permission, type: str
 ) -> list[SearchCondition]:
     """The granular scopes' queries as conditions: one query's are AND-ed; several
@@ -188,7 +188,7 @@ def read_conditions(
     if not ctx.policy.allowed(permission, type):
         return None
     patient = patient_of(ctx, permission, type)
-    conditions = _granular_conditions(records, ctx, permission, type)
+    conditions = granular_conditions(records, ctx, permission, type)
     if patient is not None:
         if not patient or not compartment_member(records.defs.compartments, type):
             return None
@@ -528,47 +528,3 @@ def in_compartment(records: RecordService, type: str, body: dict[str, Any], pati
 def _links(records: RecordService, type: str) -> frozenset[str]:
     """The parameters that put a `type` resource in a patient's compartment."""
     return frozenset(records.defs.compartments.get(COMPARTMENT, {}).get(type, ()))
-
-
-def check_type_level(ctx: SecurityContext, interaction: Interaction, type: str) -> None:
-    """403 unless `interaction` on `type` is granted without a compartment or
-    constraint: for writes the layer cannot yet check resource by resource
-    (conditional writes, Bundle entries)."""
-    check(ctx, interaction, type)
-    permission = PERMISSION[interaction]
-    if patient_of(ctx, permission, type) is not None or ctx.policy.constraints(permission, type):
-        raise _forbidden(
-            f"{interaction} on {type} in this form needs a user- or system-level scope"
-            " without a query"
-        )
-
-
-def check_patient_write(
-    records: RecordService,
-    ctx: SecurityContext,
-    interaction: Interaction,
-    type: str,
-    before: StoredVersion | None,
-    after: dict[str, Any] | None,
-) -> None:
-    """A patient-level write touches only the patient's compartment: the current
-    version (404 when outside, as for reads) and the new one (403)."""
-    if ctx.unrestricted:
-        return
-    permission = PERMISSION[interaction]
-    if ctx.policy.constraints(permission, type):
-        raise _forbidden(f"granular scopes for {interaction} on {type} are not supported yet")
-    patient = patient_of(ctx, permission, type)
-    if patient is None:
-        return
-    if not patient:
-        raise _forbidden("patient-level scopes need a patient in the context")
-    check_consent(records, ctx, patient)
-    if before is not None and before.data is not None and not _holds(records, before, patient):
-        audit.touch(before)  # audited as a refusal, with whose record it was
-        raise FHIRError.of(404, "not-found", f"{type}/{before.id} is not known")
-    if after is not None and not in_compartment(records, type, after, patient):
-        raise _forbidden(
-            f"the {type} would not be in the compartment of Patient/{patient}:"
-            " patient-level scopes may only write the patient's own record"
-        )

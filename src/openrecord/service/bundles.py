@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import orjson
 
 from openrecord.fhir.outcome import FHIRError, Issue, operation_outcome
-from openrecord.service import access
+from openrecord.service import access, access_writes
 from openrecord.service.context import SecurityContext
 from openrecord.service.records import (
     Prepared,
@@ -27,7 +27,7 @@ from openrecord.service.records import (
     new_id,
 )
 from openrecord.service.responses import entry_response, status_line
-from openrecord.store.base import WriteTx
+from openrecord.store.base import StoredVersion, WriteTx
 
 __all__ = ["BundleProcessor", "parse_entry_url"]
 
@@ -172,35 +172,35 @@ class BundleProcessor:
             if interaction is not None:
                 try:
                     records.require_type(p.url.type)
-                    # not yet checked entry by entry against a compartment
-                    access.check_type_level(ctx, interaction, p.url.type)
+                    access.check(ctx, interaction, p.url.type)  # each resource: execute()
                 except FHIRError as err:
                     raise located(err, p.index) from None
         ordered = sorted(plans, key=lambda p: (_ORDER[p.method], p.index))
         writes = [p for p in ordered if p.method not in ("GET", "HEAD")]
         # Most transactions (every Synthea bundle, say) need no database to pick ids and
         # resolve references: then validation and indexing run before the write lock.
-        ready = self.prepare(None, writes)
+        ready = self.prepare(ctx, None, writes)
 
         def run(tx: WriteTx) -> None:
             if not ready:
-                self.prepare(tx, writes)
+                self.prepare(ctx, tx, writes)
             for p in writes:
                 p.result, p.status = p.assigned, 201 if p.assigned is None else 200
             for p in writes:
                 try:
-                    self.execute(tx, p)
+                    self.execute(ctx, tx, p)
                 except FHIRError as err:
                     raise located(err, p.index) from None
 
         records.in_transaction(run)
 
-    def prepare(self, tx: WriteTx | None, writes: list[Planned]) -> bool:
+    def prepare(self, ctx: SecurityContext, tx: WriteTx | None, writes: list[Planned]) -> bool:
         """Assign ids, resolve references, validate and index every written resource.
 
         Without a transaction (`tx` None) this only succeeds when nothing needs the
         database — no conditional URLs, `ifNoneExist` or conditional references — and
-        answers False otherwise, to be called again inside the transaction.
+        answers False otherwise, to be called again inside the transaction. Conditional
+        matches are limited to what `ctx` may reach (access_writes.match_conditions).
         """
         if tx is None and any(p.url.query or p.entry["request"].get("ifNoneExist") for p in writes):
             return False
@@ -209,14 +209,14 @@ class BundleProcessor:
         full_urls: dict[str, str] = {}
         for p in writes:
             try:
-                self.assign(tx, p, full_urls)
+                self.assign(ctx, tx, p, full_urls)
             except FHIRError as err:
                 raise located(err, p.index) from None
 
         def resolve(reference: str) -> str:
             if tx is None:
                 raise _NeedsDatabase
-            return self.resolve(tx, reference)
+            return self.resolve(ctx, tx, reference)
 
         for p in writes:
             if p.resource is None or p.method not in ("POST", "PUT") or p.assigned is not None:
@@ -230,17 +230,24 @@ class BundleProcessor:
                 raise located(err, p.index) from None
         return True
 
-    def assign(self, tx: WriteTx | None, p: Planned, full_urls: dict[str, str]) -> None:
+    def assign(
+        self, ctx: SecurityContext, tx: WriteTx | None, p: Planned, full_urls: dict[str, str]
+    ) -> None:
         """Decide each write's target id and map its fullUrl to `Type/id`.
 
         `tx` is needed only for conditional entries (`prepare` checks that first).
         """
         records = self.records
         records.require_type(p.url.type)
+
+        def match(criteria: str, interaction: access.Interaction) -> StoredVersion | None:
+            assert tx is not None
+            within = access_writes.match_conditions(records, ctx, interaction, p.url.type)
+            return records.match_one(tx, p.url.type, criteria, lock=True, within=within)
+
         if p.method == "DELETE":
             if p.url.query:
-                assert tx is not None
-                found = records.match_one(tx, p.url.type, p.url.query, lock=True)
+                found = match(p.url.query, "delete")
                 p.target_id = found.id if found else None
             else:
                 p.target_id = p.url.id
@@ -248,16 +255,14 @@ class BundleProcessor:
         if p.method == "POST":
             if_none_exist = p.entry["request"].get("ifNoneExist")
             if if_none_exist:
-                assert tx is not None
-                found = records.match_one(tx, p.url.type, if_none_exist, lock=True)
+                found = match(if_none_exist, "create")
                 if found is not None:
                     p.target_id, p.assigned = found.id, WriteResult(found, 200)
             if p.target_id is None:
                 p.target_id = new_id()
         elif p.method in ("PUT", "PATCH"):
             if p.url.query:
-                assert tx is not None
-                found = records.match_one(tx, p.url.type, p.url.query, lock=True)
+                found = match(p.url.query, _WRITES[p.method])
                 resource_id = p.resource.get("id") if p.resource else None
                 p.target_id = found.id if found else (resource_id or new_id())
             elif p.url.id:
@@ -270,25 +275,40 @@ class BundleProcessor:
         if isinstance(full_url, str) and p.target_id:
             full_urls[full_url] = f"{p.url.type}/{p.target_id}"
 
-    def resolve(self, tx: WriteTx, reference: str) -> str:
-        """A conditional reference `Type?criteria` must match exactly one resource."""
+    def resolve(self, ctx: SecurityContext, tx: WriteTx, reference: str) -> str:
+        """A conditional reference `Type?criteria` must match exactly one resource that
+        `ctx` may search."""
         type, _, criteria = reference.partition("?")
-        found = self.records.match_one(tx, type, criteria, lock=False)
+        within = access_writes.reference_conditions(self.records, ctx, type)
+        found = self.records.match_one(tx, type, criteria, lock=False, within=within)
         if found is None:
             raise FHIRError.of(
                 412, "not-found", f"conditional reference {reference!r} matches no resource"
             )
         return f"{type}/{found.id}"
 
-    def execute(self, tx: WriteTx, p: Planned) -> None:
+    def execute(self, ctx: SecurityContext, tx: WriteTx, p: Planned) -> None:
+        """Write one entry, its references rewritten, checked as the same single write
+        would be (access_writes.check_write); a refusal rolls the transaction back."""
         records = self.records
         type, target = p.url.type, p.target_id
         if_match = p.entry["request"].get("ifMatch")
+
+        def allowed(before: bool, after: dict[str, Any] | None) -> None:
+            if ctx.unrestricted:
+                return
+            interaction = _WRITES[p.method]
+            access_writes.check_write(records, ctx, interaction, type, None, after)
+            current = tx.current(type, target) if before and target is not None else None
+            access_writes.check_write(records, ctx, interaction, type, current, None)
+
         if p.method == "DELETE":
+            allowed(True, None)
             result = None if target is None else records.delete_in(tx, type, target, if_match)
             p.result, p.status = result, 204 if result is None else 200
         elif p.method == "POST":
             if p.result is None and p.prepared is not None and target is not None:
+                allowed(False, {**p.prepared.resource, "id": target})
                 version = records.write(tx, type, target, p.prepared, None, "POST")
                 p.result, p.status = WriteResult(version, 201, p.prepared.warnings), 201
         elif p.method == "PUT":
@@ -296,11 +316,15 @@ class BundleProcessor:
             if p.prepared.resource.get("id", target) != target:
                 raise FHIRError.of(400, "invalid", "resource id differs from the request url")
             prepared = replace(p.prepared, resource={**p.prepared.resource, "id": target})
+            allowed(True, prepared.resource)
             p.result = records.update_in(tx, type, target, prepared, if_match)
             p.status = p.result.status
         elif p.method == "PATCH":
             assert target is not None
+            allowed(True, None)
             p.result = self.patch_in(tx, p, type, target, if_match)
+            if not ctx.unrestricted and p.result.version.data is not None:
+                allowed(False, orjson.loads(p.result.version.data))
             p.status = 200
 
     def patch_in(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -42,7 +43,7 @@ import orjson
 from openrecord.fhir.outcome import FHIRError
 from openrecord.service.clock import now_micros, parse_instant
 from openrecord.service.context import SecurityContext
-from openrecord.store.base import Store, StoredVersion
+from openrecord.store.base import Store, StoredVersion, written_channel
 from openrecord.store.query import Condition, ReferenceCriterion, SearchQuery
 
 __all__ = [
@@ -128,22 +129,43 @@ class ConsentRules:
     by_patient: dict[str, tuple[Rule, ...]]
 
 
-_lock = threading.Lock()
-_cache: dict[int, ConsentRules] = {}  # by id(store)
+class _Cache:
+    """One store's rules, and whether they are known current without a lookup: while
+    the store's watch on Consent writes is live (PostgreSQL LISTEN), rules confirmed
+    after the last notification stay current; otherwise (SQLite, a lost connection)
+    each call compares the Consent generation (one index probe)."""
+
+    def __init__(self, store: Store) -> None:
+        self.lock = threading.Lock()
+        self.rules: ConsentRules | None = None
+        self.changes = 0  # notifications received
+        self.confirmed = -1  # `changes` when the rules were last known current
+        self.live = store.watch(written_channel("Consent"), self.changed)
+
+    def changed(self) -> None:
+        with self.lock:
+            self.changes += 1
+
+
+_caches: weakref.WeakKeyDictionary[Store, _Cache] = weakref.WeakKeyDictionary()
+_caches_lock = threading.Lock()
 
 
 def rules_of(store: Store) -> ConsentRules:
     """Every patient's rules, reloaded when a Consent was written since last time."""
+    cache = _caches.get(store)
+    if cache is None:
+        with _caches_lock:
+            cache = _caches.get(store) or _caches.setdefault(store, _Cache(store))
+    changes, rules = cache.changes, cache.rules
+    if rules is not None and cache.confirmed == changes and cache.live():
+        return rules
     generation = store.generation("Consent")
-    cached = _cache.get(id(store))
-    if cached is not None and cached.generation == generation:
-        return cached
-    with _lock:
-        cached = _cache.get(id(store))
-        if cached is None or cached.generation != generation:
-            cached = ConsentRules(generation, _load(store))
-            _cache[id(store)] = cached
-    return cached
+    with cache.lock:
+        if cache.rules is None or cache.rules.generation != generation:
+            cache.rules = ConsentRules(generation, _load(store))
+        cache.confirmed = changes  # current as of the notifications counted before
+        return cache.rules
 
 
 def _load(store: Store) -> dict[str, tuple[Rule, ...]]:

@@ -26,7 +26,7 @@ from openrecord.fhir.search_query import parse_search
 from openrecord.fhir.search_text import text_entries
 from openrecord.fhir.search_values import IndexEntry
 from openrecord.fhir.validation import validate_resource
-from openrecord.service import access, audit
+from openrecord.service import access, access_writes, audit
 from openrecord.service.audit import AuditTrail, audited
 from openrecord.service.clock import configured_timezone, instant, now_micros
 from openrecord.service.context import SecurityContext
@@ -42,7 +42,7 @@ from openrecord.store.base import (
     VersionConflict,
     WriteTx,
 )
-from openrecord.store.query import SearchQuery
+from openrecord.store.query import SearchCondition, SearchQuery
 
 __all__ = ["Prepared", "RecordService", "SearchResult", "WriteResult"]
 
@@ -107,6 +107,7 @@ class RecordService:
     def read(self, ctx: SecurityContext, type: str, id: str) -> StoredVersion:
         access.check(ctx, "read", type)
         self.require_type(type)
+        self.audit.catch_up_for(type)
         source = source_for(type)  # resources kept outside the FHIR tables (CGM readings)
         found = source.read(self, ctx, id) if source is not None else None
         if found is not None:
@@ -127,6 +128,7 @@ class RecordService:
     def vread(self, ctx: SecurityContext, type: str, id: str, version: str) -> StoredVersion:
         access.check(ctx, "vread", type)
         self.require_type(type)
+        self.audit.catch_up_for(type)
         if not version.isdigit():
             raise FHIRError.of(404, "not-found", f"{type}/{id} has no version {version!r}")
         found = self.store.vread(type, id, int(version))
@@ -148,6 +150,7 @@ class RecordService:
         access.check(ctx, "history", type)
         if type is not None:
             self.require_type(type)
+        self.audit.catch_up_for(type)
         if id is not None and type is not None:
             current = self.store.read(type, id)
             audit.touch(current)
@@ -202,15 +205,15 @@ class RecordService:
         if_none_exist: str | None = None,
     ) -> WriteResult:
         access.check(ctx, "create", type)
-        if if_none_exist:
-            access.check_type_level(ctx, "create", type)
         self.params.sync()
         prepared = self.checked(body, type)
-        access.check_patient_write(self, ctx, "create", type, None, prepared.resource)
+        access_writes.check_write(self, ctx, "create", type, None, prepared.resource)
+        # the criteria find only what this context's create could reach
+        within = access_writes.match_conditions(self, ctx, "create", type) if if_none_exist else []
 
         def run(tx: WriteTx) -> WriteResult:
             if if_none_exist:
-                existing = self.match_one(tx, type, if_none_exist, lock=True)
+                existing = self.match_one(tx, type, if_none_exist, lock=True, within=within)
                 if existing is not None:
                     return WriteResult(existing, 200)
             version = self.write(tx, type, new_id(), prepared, None, "POST")
@@ -242,11 +245,11 @@ class RecordService:
                 f"{type}.id",
             )
 
-        access.check_patient_write(self, ctx, "update", type, None, resource)
+        access_writes.check_write(self, ctx, "update", type, None, resource)
 
         def run(tx: WriteTx) -> WriteResult:
             current = None if ctx.unrestricted else tx.current(type, id)
-            access.check_patient_write(self, ctx, "update", type, current, None)
+            access_writes.check_write(self, ctx, "update", type, current, None)
             return self.update_in(tx, type, id, prepared, if_match)
 
         return self.in_transaction(run)
@@ -261,17 +264,25 @@ class RecordService:
         *,
         if_match: str | None = None,
     ) -> WriteResult:
-        access.check_type_level(ctx, "update", type)
+        access.check(ctx, "update", type)
         self.params.sync()
         prepared = self.checked(body, type)
         resource = prepared.resource
+        within = access_writes.match_conditions(self, ctx, "update", type)
+
+        def allowed(id: str, current: StoredVersion | None) -> None:  # as for PUT Type/id
+            access_writes.check_write(self, ctx, "update", type, current, {**resource, "id": id})
 
         def run(tx: WriteTx) -> WriteResult:
-            found = self.match_one(tx, type, criteria, lock=True)
+            found = self.match_one(tx, type, criteria, lock=True, within=within)
             if found is None:
                 if "id" in resource:
-                    return self.update_in(tx, type, resource["id"], prepared, if_match)
-                version = self.write(tx, type, new_id(), prepared, None, "PUT")
+                    id = resource["id"]
+                    allowed(id, None if ctx.unrestricted else tx.current(type, id))
+                    return self.update_in(tx, type, id, prepared, if_match)
+                id = new_id()
+                allowed(id, None)
+                version = self.write(tx, type, id, prepared, None, "PUT")
                 return WriteResult(version, 201, prepared.warnings)
             if resource.get("id", found.id) != found.id:
                 raise FHIRError.of(
@@ -280,6 +291,7 @@ class RecordService:
                     "the resource id differs from the one the criteria match",
                     f"{type}.id",
                 )
+            allowed(found.id, found)
             return self.update_in(tx, type, found.id, prepared, if_match)
 
         return self.in_transaction(run)
@@ -301,11 +313,12 @@ class RecordService:
 
         def run(tx: WriteTx) -> WriteResult:
             if not ctx.unrestricted:
-                access.check_patient_write(self, ctx, "patch", type, tx.current(type, id), None)
+                current = tx.current(type, id)
+                access_writes.check_write(self, ctx, "patch", type, current, None)
             result = self.patch_in(tx, type, id, document, fhirpath=fhirpath, if_match=if_match)
             if not ctx.unrestricted and result.version.data is not None:
                 after = orjson.loads(result.version.data)  # rolls back when outside
-                access.check_patient_write(self, ctx, "patch", type, None, after)
+                access_writes.check_write(self, ctx, "patch", type, None, after)
             return result
 
         return self.in_transaction(run)
@@ -320,7 +333,8 @@ class RecordService:
 
         def run(tx: WriteTx) -> WriteResult | None:
             if not ctx.unrestricted:
-                access.check_patient_write(self, ctx, "delete", type, tx.current(type, id), None)
+                current = tx.current(type, id)
+                access_writes.check_write(self, ctx, "delete", type, current, None)
             return self.delete_in(tx, type, id, if_match)
 
         return self.in_transaction(run)
@@ -329,12 +343,16 @@ class RecordService:
     def conditional_delete(
         self, ctx: SecurityContext, type: str, criteria: str
     ) -> WriteResult | None:
-        access.check_type_level(ctx, "delete", type)
+        access.check(ctx, "delete", type)
         self.require_type(type)
+        within = access_writes.match_conditions(self, ctx, "delete", type)
 
         def run(tx: WriteTx) -> WriteResult | None:
-            found = self.match_one(tx, type, criteria, lock=True)
-            return None if found is None else self.delete_in(tx, type, found.id, None)
+            found = self.match_one(tx, type, criteria, lock=True, within=within)
+            if found is None:
+                return None
+            access_writes.check_write(self, ctx, "delete", type, found, None)
+            return self.delete_in(tx, type, found.id, None)
 
         return self.in_transaction(run)
 
@@ -494,10 +512,18 @@ class RecordService:
         return version
 
     def match_one(
-        self, tx: WriteTx, type: str, criteria: str, *, lock: bool
+        self,
+        tx: WriteTx,
+        type: str,
+        criteria: str,
+        *,
+        lock: bool,
+        within: Sequence[SearchCondition] = (),
     ) -> StoredVersion | None:
-        """The one resource matching conditional criteria; None for none, 412 for several."""
+        """The one resource matching conditional criteria and the access conditions
+        `within` (see access_writes.match_conditions); None for none, 412 for several."""
         query = self.conditional_query(type, criteria)
+        query.conditions += within
         if lock:
             tx.lock(f"{type}?{criteria}")
         query.count = 2

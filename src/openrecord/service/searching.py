@@ -18,7 +18,7 @@ from openrecord.service.context import SecurityContext
 from openrecord.service.includes import find_included
 from openrecord.service.lists import list_conditions
 from openrecord.store.base import InvalidCursor, StoredVersion, UnsupportedSearch
-from openrecord.store.query import CompartmentFilter
+from openrecord.store.query import CompartmentFilter, SearchQuery
 
 if TYPE_CHECKING:
     from openrecord.service.records import RecordService
@@ -143,7 +143,8 @@ def run_search(
     if base:
         query.conditions = localize(query.conditions, base)
         query.base = base
-    for linked in sorted(chained_types(query.conditions)):
+    linked_types = sorted(chained_types(query.conditions))
+    for linked in linked_types:
         access.check(ctx, "search", linked)  # chains and _has read these types too
     access.check_chains(records, ctx, (type,) if type else types, query.conditions)
     if lists:
@@ -156,6 +157,7 @@ def run_search(
         query.compartment = compartment_filter(records.defs, compartment, type)
     access.restrict_search(records, ctx, query, types)
     access.leave_out_audit(records, query, types)
+    records.audit.catch_up_for(*_types_reached(query, parsed, linked_types))
     query.explain = explain
     if query.contained != "false" and (
         parsed.include or parsed.revinclude or parsed.include_iterate or parsed.revinclude_iterate
@@ -188,6 +190,18 @@ def run_search(
     included = find_included(ctx, resources, parsed, records.store, records.defs, records.indexer)
     shown = access.visible(records, ctx, included.resources)  # only what ctx may read
     return replace(result, included=shown)
+
+
+def _types_reached(
+    query: SearchQuery, parsed: ParsedSearch, linked: Sequence[str]
+) -> tuple[str | None, ...]:
+    """The types a search reads (results, chains and `_has`; None for includes, which
+    may reach any type, e.g. through `Provenance:target`), so that AuditEvents are
+    stored from the chain before one reaches them."""
+    reached = (query.type,) if query.type is not None else query.types
+    if parsed.include or parsed.revinclude or parsed.include_iterate or parsed.revinclude_iterate:
+        return (*reached, *linked, None)
+    return (*reached, *linked)
 
 
 def compartment_filter(

@@ -30,7 +30,15 @@ from openrecord.fhir.search_values import (
     TokenValue,
     UriValue,
 )
-from openrecord.store.base import HistoryPage, SearchPage, Store, StoredVersion, WriteTx
+from openrecord.store.base import (
+    ANNOUNCED_TYPES,
+    HistoryPage,
+    SearchPage,
+    Store,
+    StoredVersion,
+    WriteTx,
+    written_channel,
+)
 from openrecord.store.query import SearchQuery
 from openrecord.store.sql_composite import component_code
 from openrecord.store.sql_search import (
@@ -278,6 +286,7 @@ class BufferedTx(WriteTx):
         self.pending: list[tuple[StoredVersion, Sequence[IndexEntry]]] = []
         self.latest: dict[tuple[str, str], StoredVersion] = {}  # pending, by key
         self.new_pids: dict[tuple[str, str], int] = {}  # registered in this transaction
+        self.announced: set[str] = set()  # ANNOUNCED_TYPES written (notified once each)
 
     # -- backend hooks -------------------------------------------------------------
 
@@ -335,6 +344,9 @@ class BufferedTx(WriteTx):
             self.known.setdefault((version.type, version.id), None)
         self.pending.append((version, index))
         self.latest[(version.type, version.id)] = version
+        if version.type in ANNOUNCED_TYPES and version.type not in self.announced:
+            self.announced.add(version.type)
+            self.notify(written_channel(version.type))
         if len(self.pending) >= FLUSH_EVERY:
             self.flush()
 

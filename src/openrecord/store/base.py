@@ -18,6 +18,7 @@ from openrecord.fhir.search_values import IndexEntry
 from openrecord.store.query import SearchQuery
 
 __all__ = [
+    "ANNOUNCED_TYPES",
     "HistoryPage",
     "InvalidCursor",
     "SearchPage",
@@ -26,9 +27,20 @@ __all__ = [
     "UnsupportedSearch",
     "VersionConflict",
     "WriteTx",
+    "written_channel",
 ]
 
 Method = Literal["POST", "PUT", "PATCH", "DELETE"]
+
+# Resource types whose writes every transaction announces (`WriteTx.notify` on
+# `written_channel(type)`): caches of them (the consent rules) can then answer without
+# a lookup per request while they watch that channel.
+ANNOUNCED_TYPES = frozenset({"Consent"})
+
+
+def written_channel(type: str) -> str:
+    """The channel a transaction writing a resource of `type` notifies (ANNOUNCED_TYPES)."""
+    return f"openrecord_written_{type.lower()}"
 
 
 @dataclass(frozen=True, slots=True)

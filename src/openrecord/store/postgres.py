@@ -7,9 +7,11 @@ array dumpers on the client, and pipelinable), resource and history rows (bytea)
 binary `unnest` arrays or, for a few rows, plain VALUES. Row ids come from a
 sequence, fetched in blocks in the same round trip as the rid lookups.
 
-Concurrency: `current()` locks the row (`SELECT ... FOR UPDATE`), `lock(key)` takes a
-transaction-scoped advisory lock (conditional creates), and unique indexes on
-(type, id) and (rid, version) turn any remaining race into `VersionConflict`.
+Concurrency: `current()` locks the row (`SELECT ... FOR UPDATE`), then reads the version
+it locked; `lock(key)` takes a transaction-scoped advisory lock (conditional creates).
+Unique indexes on (type, id) and (rid, version) turn any remaining race into
+`VersionConflict`, as do deadlocks and serialization failures: the caller runs it again.
+Write transactions are READ COMMITTED.
 """
 
 from __future__ import annotations
@@ -221,9 +223,14 @@ class _Pool:
             # generic plan chosen after a few runs of a statement can be off by a factor of 100
             # for the next values (seen: 55 ms instead of 0.1 ms). Planning costs
             # tens of microseconds.
-            return psycopg.connect(
+            conn = psycopg.connect(
                 self.url, autocommit=True, options="-c plan_cache_mode=force_custom_plan"
             )
+            # Write transactions are READ COMMITTED whatever the server's default: each
+            # statement sees what committed before it, which `select_current` relies on
+            # to read the version it has just locked.
+            conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+            return conn
         except BaseException:
             with self._cond:
                 self._open -= 1
@@ -296,10 +303,15 @@ class PostgresStore(SqlStore):
     @contextmanager
     def write(self) -> Iterator[PostgresTx]:
         with self.pool.connection() as conn:
-            with conn.transaction():
-                tx = PostgresTx(self, conn)
-                yield tx
-                tx.flush()
+            try:
+                with conn.transaction():
+                    tx = PostgresTx(self, conn)
+                    yield tx
+                    tx.flush()
+            except (errors.DeadlockDetected, errors.SerializationFailure) as e:
+                # The database rolled this transaction back as the loser of a race with
+                # another writer: like a unique violation, it is worth running again.
+                raise VersionConflict(str(e)) from e
             tx.committed()
 
     def register_pid(self, type: str, code: str, kind: str) -> int:
@@ -392,12 +404,29 @@ class PostgresTx(BufferedTx):
         self.conn.execute("SELECT pg_notify(%s, '')", (channel,))
 
     def select_current(self, type: str, id: str) -> tuple[int, StoredVersion] | None:
-        row = self.conn.execute(
-            "SELECT r.type, r.id, r.version, r.last_updated, h.method, h.data, h.seq, r.rid"
-            " FROM resource r JOIN history h ON h.rid = r.rid AND h.version = r.version"
-            " WHERE r.type = %s AND r.id = %s FOR UPDATE OF r",
-            (type, id),
-        ).fetchone()
+        """Lock the resource row, then read its current version — two statements.
+
+        One `SELECT … JOIN history … FOR UPDATE OF r` loses concurrent updates: when it
+        waits for another writer's lock, PostgreSQL re-checks only the locked row once
+        that writer commits (the new `version`), against the history row of its own,
+        older snapshot, so the join fails and the resource looks absent; the write then
+        inserts a duplicate (type, id) and retries, and with several writers the last
+        ones ran out of retries (409). The second statement here starts after the lock is
+        held, so under READ COMMITTED its snapshot sees the committed version. Pipelined:
+        one round trip.
+        """
+        conn = self.conn
+        with conn.pipeline():
+            conn.execute(
+                "SELECT 1 FROM resource WHERE type = %s AND id = %s FOR UPDATE", (type, id)
+            )
+            cur = conn.execute(
+                "SELECT r.type, r.id, r.version, r.last_updated, h.method, h.data, h.seq, r.rid"
+                " FROM resource r JOIN history h ON h.rid = r.rid AND h.version = r.version"
+                " WHERE r.type = %s AND r.id = %s",
+                (type, id),
+            )
+        row = cur.fetchone()
         return None if row is None else (row[7], to_version(row[:7]))
 
     def resolve_rids(

@@ -178,6 +178,17 @@ _POSTGRES_AUDIT = (
     " FOR EACH STATEMENT EXECUTE FUNCTION audit_chain_append_only()",
 )
 
+AUDIT_EVENTS_MIGRATION = "audit trail: events kept in the chain, stored as resources in batches"
+
+# service/audit_chain.py: a request appends one chain row holding its event; the
+# AuditEvent resources are stored from the rows after the watermark, in batches. Rows
+# chained before this migration were stored as resources then (watermark = their head).
+_AUDIT_EVENTS = (
+    "ALTER TABLE audit_chain ADD COLUMN event {blob}",
+    "CREATE TABLE audit_materialized (id INTEGER PRIMARY KEY CHECK (id = 1), seq {big} NOT NULL)",
+    "INSERT INTO audit_materialized (id, seq) SELECT 1, coalesce(max(seq), 0) FROM audit_chain",
+)
+
 
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -410,6 +421,18 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX nightscout_secret_patient ON nightscout_secret (patient)",
         ),
+    ),
+    # Rate limits of the OAuth endpoints (auth/rate_limit.py): one token bucket per key,
+    # kept as its GCRA theoretical arrival time in microseconds.
+    Migration(
+        12,
+        "OAuth endpoint rate limits",
+        ("CREATE TABLE auth_rate (key TEXT PRIMARY KEY, tat_us INTEGER NOT NULL)",),
+    ),
+    Migration(
+        13,
+        AUDIT_EVENTS_MIGRATION,
+        tuple(sql.format(blob="BLOB", big="INTEGER") for sql in _AUDIT_EVENTS),
     ),
 )
 
@@ -650,6 +673,21 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX nightscout_secret_patient ON nightscout_secret (patient)",
         ),
+    ),
+    # OAuth endpoint rate limits: see the SQLite migration 12. UNLOGGED: no WAL, so a
+    # request's bucket update never waits for a flush (a crash just refills the buckets).
+    Migration(
+        12,
+        "OAuth endpoint rate limits",
+        (
+            'CREATE UNLOGGED TABLE auth_rate (key text COLLATE "C" PRIMARY KEY,'
+            " tat_us bigint NOT NULL)",
+        ),
+    ),
+    Migration(
+        13,
+        AUDIT_EVENTS_MIGRATION,
+        tuple(sql.format(blob="bytea", big="bigint") for sql in _AUDIT_EVENTS),
     ),
 )
 

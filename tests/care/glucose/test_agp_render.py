@@ -26,8 +26,9 @@ import resvg_py
 from PIL import Image
 
 from openrecord.care.glucose.agp import agp_data
-from openrecord.care.glucose.agp_draw import COLOURS, agp_page, agp_pages
+from openrecord.care.glucose.agp_draw import agp_page, agp_pages
 from openrecord.care.glucose.agp_pdf import render_pdf
+from openrecord.care.glucose.agp_shapes import COLOURS
 from openrecord.care.glucose.agp_svg import render_svg
 from openrecord.care.glucose.fhir import days_of_wear
 from openrecord.care.glucose.metrics import summarize

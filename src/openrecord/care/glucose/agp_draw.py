@@ -1,5 +1,5 @@
-"""The AGP report as one drawing — rectangles, paths and text in page points — that the
-SVG and PDF renderers both draw, so the two look the same.
+"""The AGP report laid out as one drawing of `agp_shapes` (rectangles, paths and text in
+page points) that the SVG and PDF renderers both draw, so the two look the same.
 
 The layout follows the AGP report v5 of the International Diabetes Center (Johnson et
 al., Diabetes Technol Ther 2019;21:S2-17): the glucose statistics and targets (targets of
@@ -14,112 +14,27 @@ top left, y downwards.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Literal
 
-from openrecord.care.glucose import agp_font
 from openrecord.care.glucose.agp import AgpData, DayTrace
+from openrecord.care.glucose.agp_shapes import (
+    COLOURS,
+    Group,
+    Page,
+    Path,
+    Rect,
+    Shape,
+    Text,
+    text_width,
+)
 from openrecord.care.glucose.readings import mgdl_to_mmoll
 
-__all__ = [
-    "COLOURS",
-    "PAGE_SIZES",
-    "Group",
-    "Page",
-    "Path",
-    "Rect",
-    "Shape",
-    "Text",
-    "agp_page",
-    "agp_pages",
-    "text_width",
-]
+__all__ = ["PAGE_SIZES", "Page", "agp_page", "agp_pages"]  # Page: what agp_pages returns
 
 PAGE_SIZES = {"a4": (842.0, 595.0), "letter": (792.0, 612.0)}  # landscape
-COLOURS = {
-    "very-high": "#F26D21",
-    "high": "#FDB813",
-    "target": "#1FA33A",
-    "low": "#E31B23",
-    "very-low": "#A3151B",
-    "band-outer": "#B8CCE4",
-    "band-inner": "#6E95C6",
-    "band-edge": "#8FA9CC",
-    "median": "#14365F",
-    "header": "#3A3A3A",
-    "grid": "#D0D0D0",
-    "text": "#1A1A1A",
-    "muted": "#666666",
-    "trace": "#222222",
-}
 _TOP_MGDL = 350.0
 _DAY_US = 86_400_000_000
 _DAILY_PANELS = 14
-
-Anchor = Literal["start", "middle", "end"]
-
-
-@dataclass(frozen=True, slots=True)
-class Rect:
-    x: float
-    y: float
-    w: float
-    h: float
-    fill: str | None
-    stroke: str | None = None
-    width: float = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class Path:
-    points: Sequence[tuple[float, float]]
-    stroke: str | None = None
-    fill: str | None = None
-    width: float = 0.5
-    closed: bool = False
-    dash: tuple[float, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Text:
-    x: float
-    y: float  # baseline
-    text: str
-    size: float = 8.0
-    bold: bool = False
-    anchor: Anchor = "start"
-    fill: str = COLOURS["text"]
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """Shapes that belong together, with a label for assistive technology."""
-
-    label: str
-    items: list[Shape] = field(default_factory=list)
-
-
-Shape = Rect | Path | Text | Group
-
-
-@dataclass(frozen=True, slots=True)
-class Page:
-    width: float
-    height: float
-    title: str
-    description: str
-    items: list[Shape]
-
-
-def text_width(text: str, size: float, bold: bool = False) -> float:
-    """Width in points of `text` set in Helvetica (Bold) at `size`."""
-    widths = agp_font.BOLD if bold else agp_font.REGULAR
-    total = 0
-    for byte in text.encode("cp1252", "replace"):
-        at = byte - agp_font.FIRST_CODE
-        total += widths[at] if 0 <= at < len(widths) else 0
-    return total * size / 1000.0
 
 
 # -- text helpers --------------------------------------------------------------------------

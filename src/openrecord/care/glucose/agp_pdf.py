@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-from openrecord.care.glucose.agp_draw import Group, Page, Path, Rect, Shape, Text, text_width
+from openrecord.care.glucose.agp_shapes import Group, Page, Path, Rect, Shape, Text, text_width
 
 __all__ = ["render_pdf"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from xml.sax.saxutils import escape, quoteattr
 
-from openrecord.care.glucose.agp_draw import Group, Page, Path, Rect, Shape, Text
+from openrecord.care.glucose.agp_shapes import Group, Page, Path, Rect, Shape, Text
 
 __all__ = ["render_svg"]
 
