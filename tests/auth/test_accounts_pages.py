@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+from openrecord.store import open_store
 from tests.auth.oauth_helpers import REDIRECT, authorize, exchange, register, register_app
 from tests.auth.pages_helpers import (
     PASSWORD,
@@ -468,6 +469,13 @@ def test_first_sign_in_sets_up_the_authenticator_app(site: Site) -> None:
         assert secret is not None
         fields = hidden(page.text, "/auth/mfa")
         assert fields["method"] == "enrol"
+        # the secret being set up is in the server-side session, but never in plain text
+        store = open_store(site.server.database)
+        try:
+            kept = " ".join(str(r[0]) for r in store.query("SELECT data FROM account_session"))
+        finally:
+            store.close()
+        assert "totp_pending" in kept and secret[1] not in kept
         wrong = browser.post("/auth/mfa", data={**fields, "code": "12345x"})
         assert wrong.status_code == 401
         fields = hidden(browser.get("/auth/mfa").text, "/auth/mfa")

@@ -9,6 +9,7 @@ defines them; what each must hide follows from its provisions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from openrecord.fhir.outcome import FHIRError
 from openrecord.service.bundles import BundleProcessor
+from openrecord.service.consent import rules_of, watching
 from openrecord.service.context import SecurityContext
 from openrecord.service.records import RecordService, SearchResult
 from openrecord.store import open_store
@@ -186,6 +188,23 @@ def test_a_consent_applies_at_once_and_stops_when_withdrawn(records: RecordServi
     assert _status(records.search, NOSY_FOR_ALPHA, "Observation", []) == 403
     _write(records, {**consent, "status": "inactive"})
     assert _ids(_search(records, NOSY_FOR_ALPHA, "Observation")) == ALPHA_OBS
+
+
+def test_a_consent_applies_at_once_while_the_rules_are_cached(records: RecordService) -> None:
+    """With a live watch (PostgreSQL LISTEN) the rules are trusted without a lookup: the
+    process that commits a Consent must not serve the next request from the old ones."""
+    store = records.store
+    rules_of(store)
+    if store.backend == "postgresql":  # wait for the watch to listen (SQLite: never)
+        deadline = time.monotonic() + 30
+        while not watching(store) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert watching(store)
+    for _ in range(3):  # consent, withdrawal, consent: each at once, every time
+        assert _ids(_search(records, NOSY_FOR_ALPHA, "Observation")) == ALPHA_OBS
+        _write(records, _consent("no-nosy", DENY_NOSY))
+        assert _status(records.read, NOSY_FOR_ALPHA, "Observation", "obs-a-lab") == 404
+        _write(records, {**_consent("no-nosy", DENY_NOSY), "status": "inactive"})
 
 
 def test_a_denied_app_cannot_write_for_the_patient(records: RecordService) -> None:

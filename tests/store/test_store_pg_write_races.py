@@ -154,3 +154,37 @@ def deadlock(store: Store) -> None:
         assert sorted(outcome.values()) == ["committed", "conflict"], outcome
     finally:
         store.close()
+
+
+def test_a_committed_notification_reaches_the_own_process_watchers_at_once(
+    tmp_path: Path,
+) -> None:
+    """A Consent write notifies its channel; this process's watchers are called before
+    `write()` returns (the LISTEN delivery comes later), so a cache relying on them is
+    never stale for the next request here — and not for a rolled-back write."""
+    from openrecord.store.base import written_channel
+
+    with fresh_database("postgresql", tmp_path) as url:
+        store = open_store(url)
+        try:
+            calls: list[float] = []
+            live = store.watch(written_channel("Consent"), lambda: calls.append(1))
+            deadline = time.monotonic() + 30
+            while not live() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert live()
+            calls.clear()  # going live may call it once
+            with pytest.raises(RuntimeError), store.write() as tx:
+                tx.put(version("Consent", "c", 1), [])
+                raise RuntimeError("rolled back")
+            assert calls == []
+            with store.write() as tx:
+                tx.put(version("Consent", "c", 1), [])
+            assert calls, "the watcher was not told before write() returned"
+            with store.write() as tx:
+                tx.put(version("Patient", "p", 1), [])  # not an announced type
+            seen = len(calls)
+            time.sleep(0.2)
+            assert len(calls) <= seen + 1  # the Consent's LISTEN delivery at most
+        finally:
+            store.close()

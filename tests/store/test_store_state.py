@@ -67,5 +67,6 @@ def test_a_committed_notify_reaches_every_watcher_and_a_rollback_none(store: Sto
     assert not event.wait(0.5)
     with store.write() as tx:
         tx.notify("openrecord_test_channel")
-    assert event.wait(5)
-    assert seen == ["changed"]
+    assert seen  # this process's watchers are told before write() returns
+    time.sleep(0.5)  # and LISTEN's delivery of the same commit (at most once more)
+    assert seen in (["changed"], ["changed", "changed"])

@@ -16,6 +16,7 @@ from openrecord.auth import totp
 from openrecord.auth.accounts import User
 from openrecord.auth.authorization import list_grants, revoke_grant
 from openrecord.auth.page_support import origin_of
+from openrecord.auth.pages import PENDING_TOTP
 from openrecord.auth.scope_text import describe_scope
 from openrecord.auth.sessions import Session
 from openrecord.auth.webauthn import PasskeyError, new_challenge, registration_options
@@ -112,8 +113,8 @@ class AccountPages:
         error: str | None = None,
         notice: str | None = None,
     ) -> Response:
-        secret = session.data.get("totp_pending") or totp.new_secret()
-        session.data["totp_pending"] = secret
+        secret = self.pages.pending_totp(session, user.id, create=True)
+        assert secret is not None
         passkeys = self.pages.passkeys.for_user(user.id)
         challenge = new_challenge()
         session.data["webauthn_register"] = _b64(challenge)
@@ -156,14 +157,14 @@ class AccountPages:
         if isinstance(posted, Response):
             return posted
         session, user, form = posted
-        secret = session.data.get("totp_pending")
+        secret = self.pages.pending_totp(session, user.id)
         code = form.get("code")  # type: ignore[attr-defined]
         if (
             isinstance(secret, str)
             and isinstance(code, str)
             and self.pages.accounts.enable_totp(user.id, secret, code[:20])
         ):
-            session.data.pop("totp_pending", None)
+            session.data.pop(PENDING_TOTP, None)
             self.pages.audit("enrol-totp", "success", request, user)
             fresh = self.pages.accounts.get(user.id) or user
             return self._security(

@@ -18,6 +18,7 @@ from openrecord.auth.sessions import Session, SessionStore, cookie_name, cookie_
 __all__ = [
     "FormError",
     "PageKit",
+    "form_field",
     "origin_of",
 ]
 
@@ -42,6 +43,12 @@ SECURITY_HEADERS = {
 
 class FormError(Exception):
     """A form that cannot be read (too large, malformed)."""
+
+
+def form_field(form: Any, name: str, limit: int = 4096) -> str:
+    """A posted text field, cut to `limit` characters ("" when absent or a file)."""
+    value = form.get(name)
+    return value[:limit] if isinstance(value, str) else ""
 
 
 def origin_of(request: Request) -> tuple[str, str]:

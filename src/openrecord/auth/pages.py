@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from openrecord.auth import totp
-from openrecord.auth.accounts import AccountError, Accounts, User
+from openrecord.auth.accounts import Accounts, User
 from openrecord.auth.authorization import (
     AuthorizationError,
     PendingAuthorization,
@@ -29,11 +29,12 @@ from openrecord.auth.authorization import (
     deny_authorization,
     load_pending,
 )
-from openrecord.auth.page_support import STATIC, FormError, PageKit, origin_of
+from openrecord.auth.page_support import STATIC, FormError, PageKit, form_field, origin_of
 from openrecord.auth.passkey_signin import PasskeySignIn
 from openrecord.auth.patients import may_act_for, patients_for
 from openrecord.auth.scope_text import describe_scope
 from openrecord.auth.scopes import ScopeError, parse_scopes
+from openrecord.auth.secret_box import SecretKeyError
 from openrecord.auth.sessions import Session, SessionStore
 from openrecord.auth.throttle import Throttle, ThrottlePolicy
 from openrecord.auth.webauthn import (
@@ -59,9 +60,7 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _field(form: Any, name: str, limit: int = 4096) -> str:
-    value = form.get(name)
-    return value[:limit] if isinstance(value, str) else ""
+PENDING_TOTP = "totp_pending"  # Session.data: the sealed secret of a TOTP being set up
 
 
 class AuthPages:
@@ -155,6 +154,21 @@ class AuthPages:
             return self.kit.redirect(request, "/auth/login")
         return session, form
 
+    def pending_totp(self, session: Session, user_id: str, *, create: bool = False) -> str | None:
+        """The TOTP secret being set up (before its first code confirms it), kept in the
+        session sealed like the account's (`secret_box`); a new one when `create`."""
+        sealed = session.data.get(PENDING_TOTP)
+        if isinstance(sealed, str):
+            try:
+                return self.accounts.box.open(sealed, PENDING_TOTP, user_id)
+            except SecretKeyError:
+                pass  # another key, another user: start over
+        if not create:
+            return None
+        secret = totp.new_secret()
+        session.data[PENDING_TOTP] = self.accounts.box.seal(secret, PENDING_TOTP, user_id)
+        return secret
+
     def _after_mfa(self, session: Session) -> str:
         if isinstance(session.data.get("request"), str):
             return "/auth/select-patient"
@@ -222,7 +236,7 @@ class AuthPages:
         if isinstance(posted, Response):
             return posted
         session, form = posted
-        username, password = _field(form, "username", 200), _field(form, "password", 1024)
+        username, password = form_field(form, "username", 200), form_field(form, "password", 1024)
         result = self.accounts.login(username, password, self._ip(request))
         if result.user is None:
             outcome = {"failed": "failure", "locked": "lockout"}.get(result.outcome, "throttled")
@@ -265,8 +279,8 @@ class AuthPages:
             ).replace("<", "\\u003c")  # inside a <script> element
         enrol = None
         if not user.totp_enabled and not passkeys:
-            secret = session.data.get("totp_pending") or totp.new_secret()
-            session.data["totp_pending"] = secret
+            secret = self.pending_totp(session, user.id, create=True)
+            assert secret is not None
             enrol = {"secret": secret, "uri": totp.otpauth_uri(secret, user.username)}
         self.sessions.save(session)
         return self.kit.render(
@@ -296,21 +310,25 @@ class AuthPages:
         user = self._user(session)
         if user is None:
             return self.kit.redirect(request, "/auth/login")
-        method = _field(form, "method", 20)
+        method = form_field(form, "method", 20)
         error: str | None
         if method == "passkey":
-            error = self._check_passkey(request, session, user, _field(form, "credential", 65536))
+            error = self._check_passkey(
+                request, session, user, form_field(form, "credential", 65536)
+            )
         elif method == "enrol":
-            secret = session.data.get("totp_pending")
-            if user.totp_enabled or self.passkeys.for_user(user.id) or not isinstance(secret, str):
+            secret = self.pending_totp(session, user.id)
+            if user.totp_enabled or self.passkeys.for_user(user.id) or secret is None:
                 error = "A second factor is set up already: use it."
-            elif self.accounts.enable_totp(user.id, secret, _field(form, "code", 20)):
+            elif self.accounts.enable_totp(user.id, secret, form_field(form, "code", 20)):
                 error = None
-                session.data.pop("totp_pending", None)
+                session.data.pop(PENDING_TOTP, None)
             else:
                 error = "That code is not right. Check the clock of your device and try again."
         else:
-            error = self.accounts.check_totp(user.id, _field(form, "code", 20), self._ip(request))
+            error = self.accounts.check_totp(
+                user.id, form_field(form, "code", 20), self._ip(request)
+            )
         if error is not None:
             # the throttle's messages (auth/throttle.py Refusal) say "locked" or "Wait"
             outcome = (
@@ -429,7 +447,7 @@ class AuthPages:
         if isinstance(flow, Response):
             return flow
         session, user, _ = flow
-        patient = _field(posted[1], "patient", 100)
+        patient = form_field(posted[1], "patient", 100)
         if not patient or not self._patient_allowed(user, patient):
             self.audit("select-patient", "refused", request, user, f"Patient/{patient[:64]}")
             return self._message(
@@ -501,7 +519,7 @@ class AuthPages:
         if isinstance(patient, Response):
             return self.kit.redirect(request, "/auth/select-patient", session)
         try:
-            if _field(form, "decision", 10) == "approve":
+            if form_field(form, "decision", 10) == "approve":
                 ticked = {v for v in form.getlist("scope") if isinstance(v, str)}
                 granted = [s for s in pending.scopes if s in ticked]  # only what was asked
                 url = complete_authorization(
@@ -531,55 +549,11 @@ class AuthPages:
         self.sessions.save(session)
         return self.kit.redirect(request, url, session)
 
-    # -- password reset ----------------------------------------------------------------
-
-    async def reset_page(self, request: Request) -> Response:
-        token = request.query_params.get("token", "")[:100]
-        session = self.kit.session(request) or self.sessions.create()
-        if not token or self.accounts.reset_token_user(token) is None:
-            return self._message(
-                request,
-                "Reset link not valid",
-                "This password reset link is unknown, expired or used. Ask the operator of"
-                " this server for a new one.",
-                400,
-                session,
-            )
-        return self.kit.render(request, "reset.html", session, token=token, error=None)
-
-    async def reset_submit(self, request: Request) -> Response:
-        posted = await self._posted(request, ("anonymous", "password", "mfa"))
-        if isinstance(posted, Response):
-            return posted
-        session, form = posted
-        token = _field(form, "token", 100)
-        password, again = _field(form, "password", 1024), _field(form, "confirm", 1024)
-        if password != again:
-            return self.kit.render(
-                request,
-                "reset.html",
-                session,
-                400,
-                token=token,
-                error="The two passwords are not the same.",
-            )
-        try:
-            user = self.accounts.reset_password(token, password)
-        except AccountError as err:
-            return self.kit.render(request, "reset.html", session, 400, token=token, error=str(err))
-        self.sessions.delete_for_user(user.id)
-        self.sessions.delete(session)
-        self.audit("password-reset", "success", request, user)
-        response = self._message(
-            request, "Password changed", "Your password was changed. Sign in with the new one.", 200
-        )
-        self.kit.clear_cookie(request, response)
-        return response
-
     def routes(self) -> list[Route]:
         from openrecord.auth.account_pages import AccountPages
+        from openrecord.auth.reset_pages import ResetPages
 
-        account = AccountPages(self)
+        account, reset = AccountPages(self), ResetPages(self)
         return [
             Route("/auth/login", self.login_page, methods=["GET"]),
             Route("/auth/login", self.login_submit, methods=["POST"]),
@@ -591,8 +565,8 @@ class AuthPages:
             Route("/auth/select-patient", self.select_patient_submit, methods=["POST"]),
             Route("/auth/consent", self.consent_page, methods=["GET"]),
             Route("/auth/consent", self.consent_submit, methods=["POST"]),
-            Route("/auth/reset", self.reset_page, methods=["GET"]),
-            Route("/auth/reset", self.reset_submit, methods=["POST"]),
+            Route("/auth/reset", reset.page, methods=["GET"]),
+            Route("/auth/reset", reset.submit, methods=["POST"]),
             *account.routes(),
             Route("/auth/static/{name}", self.static, methods=["GET"]),
         ]

@@ -56,6 +56,8 @@ __all__ = [
     "denials_for",
     "hidden_by",
     "redacted_for",
+    "rules_of",
+    "watching",
 ]
 
 T = TypeVar("T")
@@ -166,6 +168,12 @@ def rules_of(store: Store) -> ConsentRules:
             cache.rules = ConsentRules(generation, _load(store))
         cache.confirmed = changes  # current as of the notifications counted before
         return cache.rules
+
+
+def watching(store: Store) -> bool:
+    """Whether `store`'s rules are kept current by notifications (no lookup per call)."""
+    cache = _caches.get(store)
+    return cache is not None and cache.live()
 
 
 def _load(store: Store) -> dict[str, tuple[Rule, ...]]:

@@ -58,6 +58,8 @@ def reindex(
         records.require_type(type)
     if not types:
         access.check(ctx, "operation", None)
+    reached: Sequence[str | None] = types or [None]
+    records.audit.catch_up_for(*reached)  # chained audit events: resources first
     started = time.perf_counter()
     report = ReindexReport()
     sources: Iterable[Iterable[StoredVersion]] = (

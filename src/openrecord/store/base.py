@@ -177,14 +177,16 @@ class Store(ABC):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Read a non-FHIR state table outside any transaction (`?` placeholders).
 
-        State tables are created by the migrations in `store/schema.py`; the SQL a
+        State tables are created by the migrations in `store/migrations_*.py`; the SQL a
         feature runs here must be valid on SQLite and PostgreSQL alike. Writes go
         through `write()` and `WriteTx.execute`, so they share the FHIR transaction.
         """
 
     def watch(self, channel: str, changed: Callable[[], None]) -> Callable[[], bool]:
-        """Call `changed` (from a background thread) after each committed transaction
-        that called `notify(channel)`, in any process. Returns whether the watch is
+        """Call `changed` after each committed transaction that called
+        `notify(channel)`, in any process: from a background thread, and for this
+        process's own commits also before `write()` returns (so it may be called twice
+        for one commit: it should only invalidate). Returns whether the watch is
         live now: while it is not, notifications may be missed and a cache relying on
         them must not be used. Not live on backends without notifications (SQLite)."""
         return _never

@@ -313,6 +313,11 @@ class PostgresStore(SqlStore):
                 # another writer: like a unique violation, it is worth running again.
                 raise VersionConflict(str(e)) from e
             tx.committed()
+            # This process's own watchers learn at once (LISTEN delivers a moment later):
+            # a revocation or a Consent takes effect for the very next request here.
+            for watch in self._watches:
+                if watch.channel in tx.notified:
+                    watch.changed()
 
     def register_pid(self, type: str, code: str, kind: str) -> int:
         """Registered on a separate autocommit connection: never rolled back with a
@@ -399,9 +404,11 @@ class PostgresTx(BufferedTx):
         super().__init__(store, fetch)
         self.pg_store = store
         self.conn = conn
+        self.notified: set[str] = set()  # the channels this transaction notifies
 
     def notify(self, channel: str) -> None:
         self.conn.execute("SELECT pg_notify(%s, '')", (channel,))
+        self.notified.add(channel)
 
     def select_current(self, type: str, id: str) -> tuple[int, StoredVersion] | None:
         """Lock the resource row, then read its current version — two statements.
