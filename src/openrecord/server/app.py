@@ -55,9 +55,7 @@ def create_app(config: ServerConfig, store: Store | None = None) -> Application:
         RestConfig(
             base_path=config.base_path,
             max_body_bytes=config.max_body_bytes,
-            # an audited read ends in a write (its chain row), which may wait for
-            # SQLite's writer: never on the event loop
-            inline_reads=store.inline_reads and not records.audit.enabled,
+            inline_reads=store.inline_reads,
             debug_search=config.debug_search,
         ),
     )

@@ -49,6 +49,7 @@ from openrecord.server.terminology import (
     operation_input,
     run_operation,
 )
+from openrecord.service.audit import AuditRecord
 from openrecord.service.bundles import BundleProcessor, EntryUrl
 from openrecord.service.clock import from_http_date, http_date, instant, now_micros, parse_instant
 from openrecord.service.context import SecurityContext
@@ -250,7 +251,17 @@ class FHIRApi:
             call = partial(self.records.read, ctx, type, id)
         else:
             call = partial(self.records.vread, ctx, type, id, version)
-        found: StoredVersion = call() if self.config.inline_reads else await run_in_threadpool(call)
+        if self.config.inline_reads and type != "AuditEvent":
+            # on the event loop (a local read never waits); its audit event is appended
+            # by the store's writer thread, awaited before answering
+            deferred: list[AuditRecord] = []
+            try:
+                with self.records.audit.deferring(deferred):
+                    found: StoredVersion = call()
+            finally:
+                await self.records.audit.appended(deferred)
+        else:
+            found = await run_in_threadpool(call)
         headers = version_headers(found)
         if version is None and not_modified(request, found):
             return Response(status_code=304, headers=headers)

@@ -18,6 +18,7 @@ audit itself: events are written with `WriteTx`, not through the record service.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from openrecord.fhir.search_values import IndexEntry
 from openrecord.service.audit_chain import (
     GENESIS,
     append_events,
+    append_later,
     append_now,
     catch_up_if_behind,
     chain_hash,
@@ -58,6 +60,10 @@ log = logging.getLogger("openrecord.audit")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# where `AuditTrail.deferring` collects the records to append (None: append at once)
+_deferred: ContextVar[list[AuditRecord] | None] = ContextVar(
+    "openrecord_audit_deferred", default=None
+)
 _current: ContextVar[AuditRecord | None] = ContextVar("openrecord_audit_record", default=None)
 
 
@@ -176,8 +182,35 @@ class AuditTrail:
             _current.reset(token)
             self._append_after(record)  # a failure here replaces the outcome: 500
 
+    @contextmanager
+    def deferring(self, into: list[AuditRecord]) -> Iterator[None]:
+        """Inside: interactions that would append their event after they end leave the
+        record in `into` instead, for `appended` (the event loop, which must not wait
+        for the writer). The caller answers only after `appended` returns."""
+        token = _deferred.set(into)
+        try:
+            yield
+        finally:
+            _deferred.reset(token)
+
+    async def appended(self, records: list[AuditRecord]) -> None:
+        """Append deferred records on the store's writer thread, without blocking;
+        raises (500) when one could not be recorded, like the synchronous append."""
+        for record in records:
+            if record.appended and not record.dirty:
+                continue
+            try:
+                await asyncio.wrap_future(append_later(self.store, record))
+            except Exception as exc:
+                raise _audit_failed(exc) from None
+            self.committed(record)
+
     def _append_after(self, record: AuditRecord) -> None:
         if record.appended and not record.dirty:
+            return
+        deferred = _deferred.get()
+        if deferred is not None:
+            deferred.append(record)
             return
         try:
             append_now(self.store, record)

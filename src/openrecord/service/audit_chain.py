@@ -27,6 +27,7 @@ import time
 import uuid
 import weakref
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Any
@@ -44,8 +45,10 @@ __all__ = [
     "CHAIN_LOCK",
     "GENESIS",
     "append_events",
+    "append_later",
     "append_now",
     "background_catch_up",
+    "behind",
     "canonical",
     "catch_up",
     "catch_up_if_behind",
@@ -58,7 +61,10 @@ log = logging.getLogger("openrecord.audit")
 GENESIS = "0" * 64  # the "previous hash" of seq 1
 CHAIN_LOCK = "openrecord:audit-chain"
 CATCH_UP_LOCK = "openrecord:audit-catch-up"
-BATCH = 200  # events stored per catch-up transaction (a short hold of SQLite's writer)
+BATCH = 100  # events stored per catch-up transaction (a short hold of SQLite's writer)
+IDLE_SECONDS = 0.5  # the background pass runs once this process appended nothing for this
+MAX_BACKLOG = 20_000  # … or when this many events wait, busy or not
+_appended_at = 0.0  # time.monotonic() of this process's last append
 
 
 def canonical(event: dict[str, Any]) -> bytes:
@@ -75,22 +81,37 @@ def append_events(tx: WriteTx, records: Sequence[AuditRecord]) -> None:
     else it writes). Holds the chain lock until that commit."""
     if not records:
         return
-    tx.lock(CHAIN_LOCK)
-    rows = tx.execute("SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
-    seq, previous = (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+    global _appended_at
+    _appended_at = time.monotonic()
+    built = []  # built before the lock: only the chain position needs it
     for record in records:
         recorded = now_micros()
         event_id = str(uuid.uuid4())
-        event = build_event(record, event_id, recorded)
+        built.append((event_id, recorded, build_event(record, event_id, recorded)))
+    tx.lock(CHAIN_LOCK)
+    rows = tx.execute("SELECT seq, hash FROM audit_chain ORDER BY seq DESC LIMIT 1")
+    seq, previous = (int(rows[0][0]), str(rows[0][1])) if rows else (0, GENESIS)
+    chained: list[tuple[int, str, int, str, bytes]] = []
+    for event_id, recorded, event in built:
         seq += 1
         previous = chain_hash(previous, event)
+        chained.append((seq, event_id, recorded, previous, orjson.dumps(event)))
+    for start in range(0, len(chained), _ROWS_PER_INSERT):
+        part = chained[start : start + _ROWS_PER_INSERT]
         tx.execute(
-            "INSERT INTO audit_chain (seq, event_id, recorded, hash, event) VALUES (?, ?, ?, ?, ?)",
-            (seq, event_id, recorded, previous, orjson.dumps(event)),
+            "INSERT INTO audit_chain (seq, event_id, recorded, hash, event) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?)"] * len(part)),
+            [value for row in part for value in row],
         )
 
 
+_ROWS_PER_INSERT = 200  # chain rows per INSERT statement (a group commit's batch)
+
+
 # -- group commit ---------------------------------------------------------------------
+
+
+LEADER_BATCHES = 8  # batches one caller writes before handing over (its own is the first)
 
 
 class _Waiter:
@@ -127,15 +148,23 @@ class GroupAppender:
         if not lead:
             me.done.wait()
         if lead or me.lead:
-            with self._lock:
-                batch, self._queue = self._queue, []
-            self._write(batch)
-            with self._lock:
-                if self._queue:  # the next batch: its first caller writes it
-                    self._queue[0].lead = True
-                    self._queue[0].done.set()
-                else:
-                    self._busy = False
+            # Write what queued meanwhile too, a few batches at most: handing the next
+            # batch to a waiting thread costs that thread's wake-up (up to the GIL's
+            # switch interval), during which nothing is written.
+            for _ in range(LEADER_BATCHES):
+                with self._lock:
+                    batch, self._queue = self._queue, []
+                    if not batch:
+                        self._busy = False
+                        break
+                self._write(batch)
+            else:
+                with self._lock:
+                    if self._queue:  # the next batch: its first caller writes it
+                        self._queue[0].lead = True
+                        self._queue[0].done.set()
+                    else:
+                        self._busy = False
         if me.error is not None:
             raise me.error
 
@@ -151,6 +180,69 @@ class GroupAppender:
             batch[0].error = exc
         for waiter in batch:
             waiter.done.set()
+
+
+class BackgroundAppender:
+    """Appends for callers that must not block (the event loop): a writer thread of
+    its own takes everything queued since its last commit into one transaction and
+    resolves each caller's future. It stops after a few idle seconds and starts again
+    on the next submission."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._cond = threading.Condition()
+        self._queue: list[tuple[AuditRecord, Future[None]]] = []
+        self._thread: threading.Thread | None = None
+
+    def submit(self, record: AuditRecord) -> Future[None]:
+        done: Future[None] = Future()
+        with self._cond:
+            self._queue.append((record, done))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return done
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue:
+                    self._cond.wait(timeout=5)
+                    if not self._queue:
+                        self._thread = None
+                        return
+                batch, self._queue = self._queue, []
+            self._write(batch)
+
+    def _write(self, batch: list[tuple[AuditRecord, Future[None]]]) -> None:
+        try:
+            with self.store.write() as tx:
+                append_events(tx, [record for record, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1:  # one at a time: a failure fails only its own request
+                for item in batch:
+                    self._write([item])
+                return
+            batch[0][1].set_exception(exc)
+            return
+        for _, done in batch:
+            done.set_result(None)
+
+
+_background: weakref.WeakKeyDictionary[Store, BackgroundAppender] = weakref.WeakKeyDictionary()
+
+
+def append_later(store: Store, record: AuditRecord) -> Future[None]:
+    """Append one event on the store's writer thread; the future is done once it is
+    committed (its exception: it could not be)."""
+    appender = _background.get(store)
+    if appender is None:
+        with _appenders_lock:
+            appender = _background.get(store) or _background.setdefault(
+                store, BackgroundAppender(store)
+            )
+    return appender.submit(record)
 
 
 _appenders: weakref.WeakKeyDictionary[Store, GroupAppender] = weakref.WeakKeyDictionary()
@@ -188,28 +280,35 @@ def materialized_seq(store: Store) -> int:
 
 def catch_up(store: Store, *, batch: int = BATCH) -> int:
     """Store every chained event after the watermark as an AuditEvent resource (with
-    its search index), `batch` per transaction; returns how many. Safe to run from
-    several processes at once: each batch re-reads the watermark under a lock."""
+    its search index), `batch` per transaction; returns how many. The events are read
+    and indexed before the write transaction (the writer is held only to insert);
+    safe to run from several processes at once: the watermark is checked again under
+    a lock, and a batch another process stored meanwhile is dropped."""
     done = 0
     indexer = _indexer()
     while True:
+        after = materialized_seq(store)
+        chained = store.query(
+            "SELECT seq, event_id, recorded, event FROM audit_chain"
+            " WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, batch),
+        )
+        if not chained:
+            return done
+        prepared = []
+        for _, event_id, recorded, data in chained:
+            if data is None:  # chained before events were kept in the chain: stored
+                continue
+            data = bytes(data)
+            version = StoredVersion(AUDIT_TYPE, str(event_id), 1, int(recorded), "POST", data)
+            prepared.append((version, indexer.extract(orjson.loads(data))))
         with store.write() as tx:
             tx.lock(CATCH_UP_LOCK)
             rows = tx.execute(_WATERMARK)
-            after = int(rows[0][0]) if rows else 0
-            chained = tx.execute(
-                "SELECT seq, event_id, recorded, event FROM audit_chain"
-                " WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, batch),
-            )
-            if not chained:
-                return done
-            for _, event_id, recorded, data in chained:
-                if data is None:  # chained before events were kept in the chain: stored
-                    continue
-                data = bytes(data)
-                version = StoredVersion(AUDIT_TYPE, str(event_id), 1, int(recorded), "POST", data)
-                tx.put(version, indexer.extract(orjson.loads(data)))
+            if (int(rows[0][0]) if rows else 0) != after:
+                continue  # another process stored (some of) these: read again
+            for version, index in prepared:
+                tx.put(version, index)
             tx.execute(
                 "INSERT INTO audit_materialized (id, seq) VALUES (1, ?)"
                 " ON CONFLICT (id) DO UPDATE SET seq = excluded.seq",
@@ -220,20 +319,35 @@ def catch_up(store: Store, *, batch: int = BATCH) -> int:
             return done
 
 
-def catch_up_if_behind(store: Store) -> None:
-    """Before AuditEvents are read or searched: store what the chain holds beyond
-    the resources (one indexed query when nothing is behind)."""
+def behind(store: Store) -> int:
+    """How many chained events are not stored as resources yet (one indexed query)."""
     rows = store.query(
         "SELECT (SELECT seq FROM audit_chain ORDER BY seq DESC LIMIT 1), (" + _WATERMARK + ")"
     )
     head, stored = (rows[0][0] or 0, rows[0][1] or 0) if rows else (0, 0)
-    if int(head) > int(stored):
+    return max(int(head) - int(stored), 0)
+
+
+def catch_up_if_behind(store: Store) -> None:
+    """Before AuditEvents are read or searched: store what the chain holds beyond
+    the resources (one indexed query when nothing is behind)."""
+    if behind(store):
+        catch_up(store)
+
+
+def _background_pass(store: Store) -> None:
+    """Catch up when this process has been idle for a moment, or when the backlog is
+    large: indexing an event costs more than appending it, so under a burst of
+    requests it waits for a lull rather than compete with them for the CPU and the
+    writer (readers of AuditEvents catch up first anyway)."""
+    idle = time.monotonic() - _appended_at >= IDLE_SECONDS
+    if (idle and behind(store)) or behind(store) >= MAX_BACKLOG:
         catch_up(store)
 
 
 @asynccontextmanager
 async def background_catch_up(store: Store) -> AsyncIterator[None]:
-    """Beside the server (its lifespan): catch up every few seconds
+    """Beside the server (its lifespan): a `_background_pass` every few seconds
     (`OPENRECORD_AUDIT_CATCH_UP_SECONDS`, default 2; 0 turns it off — reads and
     searches of AuditEvents still catch up first)."""
     seconds = float(os.environ.get("OPENRECORD_AUDIT_CATCH_UP_SECONDS", "2"))
@@ -246,7 +360,7 @@ async def background_catch_up(store: Store) -> AsyncIterator[None]:
         while not stop.is_set():
             try:
                 started = time.monotonic()
-                await anyio.to_thread.run_sync(catch_up_if_behind, store)
+                await anyio.to_thread.run_sync(_background_pass, store)
                 wait = max(seconds - (time.monotonic() - started), 0.05)
             except Exception as exc:  # keep going; the type only (no PHI in logs)
                 log.error("audit catch-up failed: %s", type(exc).__name__)

@@ -123,6 +123,7 @@ class SqliteStore(SqlStore):
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        self._checkpointer: threading.Thread | None = None  # the latest checkpoint's
         self._wal_frames = 0  # estimated WAL frames written here since the last checkpoint
         self._closed = False
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -210,22 +211,25 @@ class SqliteStore(SqlStore):
                 raise
         tx.committed()
         self._wal_frames += _FRAMES_PER_COMMIT + tx.versions * _FRAMES_PER_VERSION
-        if self._wal_frames >= _CHECKPOINT_FRAMES:
-            self._checkpoint(conn)
+        if self._wal_frames >= _CHECKPOINT_FRAMES and self._checkpoint_lock.acquire(False):
+            # on a thread of its own: this writer (maybe writing for others, as the
+            # audit trail's group commit does) returns at once
+            self._wal_frames = 0
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint, name="sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
 
-    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+    def _checkpoint(self) -> None:
         """Copy the WAL back into the database, outside the write lock.
 
         PASSIVE: it neither waits for nor blocks writers (or readers), so other writers
         keep committing meanwhile; frames a reader still needs stay for the next one.
-        One thread per process at a time; the others carry on.
+        One thread per process at a time (holding `_checkpoint_lock`).
         """
-        if not self._checkpoint_lock.acquire(blocking=False):
-            return
         try:
-            self._wal_frames = 0
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.OperationalError:
+            self.connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except (sqlite3.Error, RuntimeError):
             pass  # busy (another process is checkpointing) or closing: the next one will
         finally:
             self._checkpoint_lock.release()
