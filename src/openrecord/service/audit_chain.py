@@ -129,8 +129,9 @@ class GroupAppender:
 
     Every append holds the chain lock until its commit, so appends queue behind each
     other's commits (on PostgreSQL a WAL flush each). Here the first caller writes its
-    own event and whatever queued meanwhile in one transaction; the callers that queued
-    behind it wait, then the first of them writes the next batch. Alone, a caller
+    own event and whatever queued meanwhile in one transaction, then what queued during
+    that one (up to LEADER_BATCHES); the callers queued behind it wait, and after that
+    the first of them writes the next batches. Alone, a caller
     writes at once (no hand-off to another thread); each returns only once its own
     event is committed, and raises if it could not be."""
 
