@@ -45,20 +45,7 @@ from openrecord.store import open_store  # noqa: E402
 from openrecord.store.base import Store  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _server import free_port  # noqa: E402
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 180  # start-up is slow on a loaded machine
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited while starting ({url})")
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    sys.exit(f"server did not start: {url}")
+from _server import free_port, wait_up  # noqa: E402
 
 
 def serve(database: str, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
@@ -70,7 +57,7 @@ def serve(database: str, *extra: str) -> tuple[str, subprocess.Popen[bytes]]:
     env = {**os.environ, "OPENRECORD_AUDIT_CATCH_UP_SECONDS": "0"}
     proc = subprocess.Popen(command, stderr=subprocess.DEVNULL, env=env)
     root = f"http://127.0.0.1:{port}"
-    wait_up(f"{root}/healthz", proc)
+    wait_up(f"{root}/healthz", proc, timeout=180)  # start-up is slow on a loaded machine
     return root, proc
 
 

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import orjson
@@ -111,6 +111,19 @@ _ROWS_PER_INSERT = 200  # chain rows per INSERT statement (a group commit's batc
 # -- group commit ---------------------------------------------------------------------
 
 
+def _write_batch(store: Store, records: Sequence[AuditRecord]) -> list[Exception | None]:
+    """Append `records` in one transaction; if that fails, one transaction each, so a
+    failure fails only its own request. The error of each record (None: appended)."""
+    try:
+        with store.write() as tx:
+            append_events(tx, records)
+    except Exception as exc:
+        if len(records) == 1:
+            return [exc]
+        return [_write_batch(store, [record])[0] for record in records]
+    return [None] * len(records)
+
+
 LEADER_BATCHES = 8  # batches one caller writes before handing over (its own is the first)
 
 
@@ -170,16 +183,9 @@ class GroupAppender:
             raise me.error
 
     def _write(self, batch: list[_Waiter]) -> None:
-        try:
-            with self.store.write() as tx:
-                append_events(tx, [w.record for w in batch])
-        except Exception as exc:
-            if len(batch) > 1:  # one at a time: a failure fails only its own request
-                for waiter in batch:
-                    self._write([waiter])
-                return
-            batch[0].error = exc
-        for waiter in batch:
+        errors = _write_batch(self.store, [w.record for w in batch])
+        for waiter, error in zip(batch, errors, strict=True):
+            waiter.error = error
             waiter.done.set()
 
 
@@ -217,47 +223,39 @@ class BackgroundAppender:
             self._write(batch)
 
     def _write(self, batch: list[tuple[AuditRecord, Future[None]]]) -> None:
-        try:
-            with self.store.write() as tx:
-                append_events(tx, [record for record, _ in batch])
-        except Exception as exc:
-            if len(batch) > 1:  # one at a time: a failure fails only its own request
-                for item in batch:
-                    self._write([item])
-                return
-            batch[0][1].set_exception(exc)
-            return
-        for _, done in batch:
-            done.set_result(None)
+        errors = _write_batch(self.store, [record for record, _ in batch])
+        for (_, done), error in zip(batch, errors, strict=True):
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
 
 
 _background: weakref.WeakKeyDictionary[Store, BackgroundAppender] = weakref.WeakKeyDictionary()
+_appenders: weakref.WeakKeyDictionary[Store, GroupAppender] = weakref.WeakKeyDictionary()
+_appenders_lock = threading.Lock()
+A = TypeVar("A", GroupAppender, BackgroundAppender)
+
+
+def _of(store: Store, made: weakref.WeakKeyDictionary[Store, A], kind: type[A]) -> A:
+    """The store's appender of `kind` in this process, made on first use."""
+    appender = made.get(store)
+    if appender is None:
+        with _appenders_lock:
+            appender = made.get(store) or made.setdefault(store, kind(store))
+    return appender
 
 
 def append_later(store: Store, record: AuditRecord) -> Future[None]:
     """Append one event on the store's writer thread; the future is done once it is
     committed (its exception: it could not be)."""
-    appender = _background.get(store)
-    if appender is None:
-        with _appenders_lock:
-            appender = _background.get(store) or _background.setdefault(
-                store, BackgroundAppender(store)
-            )
-    return appender.submit(record)
-
-
-_appenders: weakref.WeakKeyDictionary[Store, GroupAppender] = weakref.WeakKeyDictionary()
-_appenders_lock = threading.Lock()
+    return _of(store, _background, BackgroundAppender).submit(record)
 
 
 def append_now(store: Store, record: AuditRecord) -> None:
     """Append one event in a transaction of its own (grouped with concurrent ones);
     returns once it is committed, raises if it could not be."""
-    appender = _appenders.get(store)
-    if appender is None:
-        with _appenders_lock:
-            appender = _appenders.get(store) or _appenders.setdefault(store, GroupAppender(store))
-    appender.append(record)
+    _of(store, _appenders, GroupAppender).append(record)
 
 
 # -- AuditEvent resources from the chain --------------------------------------------

@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from openrecord.auth.scopes import Permission
 from openrecord.care.glucose.fhir import (
     LOINC,
     READING_CODES,
@@ -110,6 +111,17 @@ def parse_bound(text: str | None, name: str, zone: tzinfo) -> int:
 # -- access --------------------------------------------------------------------------
 
 
+def refuse_granular(ctx: SecurityContext, permission: Permission) -> None:
+    """403 for granular Observation scopes (`…?category=…`): compact rows cannot be
+    checked against their queries, so they refuse rather than widen."""
+    if ctx.policy.constraints(permission, "Observation"):
+        raise FHIRError.of(
+            403,
+            "forbidden",
+            "granular Observation scopes cannot be enforced on compact CGM readings",
+        )
+
+
 def authorize(
     records: RecordService,
     ctx: SecurityContext,
@@ -124,12 +136,7 @@ def authorize(
     access.check(ctx, interaction, "Observation")
     if not ctx.unrestricted:
         permission = access.PERMISSION[interaction]
-        if ctx.policy.constraints(permission, "Observation"):
-            raise FHIRError.of(
-                403,
-                "forbidden",
-                "granular Observation scopes cannot be enforced on compact CGM readings",
-            )
+        refuse_granular(ctx, permission)
         own = access.patient_of(ctx, permission, "Observation")
         if own is not None and own != patient:
             raise FHIRError.of(404, "not-found", f"Patient/{patient} is not known")

@@ -24,7 +24,13 @@ from openrecord.fhir.search_query import ParsedSearch, parse_search, split_value
 from openrecord.service import access
 from openrecord.service.clock import instant
 from openrecord.service.context import SecurityContext
-from openrecord.service.glucose import consent_hides, day_blocks, iter_range, series_of
+from openrecord.service.glucose import (
+    consent_hides,
+    day_blocks,
+    iter_range,
+    refuse_granular,
+    series_of,
+)
 from openrecord.service.records import RecordService
 from openrecord.service.searching import SearchResult, register_source, run_search
 from openrecord.store.base import Store, StoredVersion
@@ -49,12 +55,7 @@ def _may_see(
     against, and for a consent that denies this app everything."""
     if ctx.unrestricted:
         return True
-    if ctx.policy.constraints(permission, "Observation"):
-        raise FHIRError.of(
-            403,
-            "forbidden",
-            "granular Observation scopes cannot be enforced on compact CGM readings",
-        )
+    refuse_granular(ctx, permission)
     own = access.patient_of(ctx, permission, "Observation")
     return (own is None or own == patient) and not consent_hides(records, ctx, patient)
 
